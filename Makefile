@@ -1,0 +1,76 @@
+# imgsearch: everyday verbs. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.setup-stamp
+PROTO_DIR := protos
+PROTO_OUT := src
+PROTOS := $(wildcard $(PROTO_DIR)/imgsearch/v1/*.proto)
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps proto check-proto lint format test test-fast demo bench bench-embedder bench-search images up clean
+
+help: ## List the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(SETUP_STAMP) system-deps ## Create .venv with pinned dependencies, install redis-server (idempotent)
+
+$(SETUP_STAMP): requirements.txt pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null
+	@touch $@
+
+system-deps: ## Install redis-server and the Fashion-MNIST data set with apt-get when missing (needs root)
+	@scripts/ensure-system-deps.sh
+
+proto: $(SETUP_STAMP) ## Generate Python code and .pyi stubs from protos/
+	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) $(PROTOS)
+
+check-proto: $(SETUP_STAMP) ## Fail when the committed generated code differs from protos/
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=$$tmp --pyi_out=$$tmp \
+		--grpc_python_out=$$tmp $(PROTOS); \
+	if ! diff -r -x __init__.py -x __pycache__ $$tmp/imgsearch/v1 $(PROTO_OUT)/imgsearch/v1 >/dev/null; then \
+		diff -r -x __init__.py -x __pycache__ $$tmp/imgsearch/v1 $(PROTO_OUT)/imgsearch/v1 | head -40; \
+		echo "generated code is out of date: run 'make proto' and commit the result" >&2; exit 1; \
+	fi; echo "generated code matches protos/"
+
+lint: $(SETUP_STAMP) ## Run ruff (lint and format check)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(SETUP_STAMP) ## Format the code with ruff
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: setup check-proto ## Run the whole test suite (real Redis, Milvus, gRPC and model weights)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup ## Start the local stack, ingest sample photos, run example queries, write demo/results.html
+	$(PY) -m imgsearch.demo
+
+up: setup ## Run the whole stack in the foreground (Ctrl-C stops it)
+	$(VENV)/bin/imgsearch up
+
+bench: bench-embedder bench-search ## Run every benchmark and update docs/benchmarks.md
+
+bench-embedder: setup ## Benchmark the model alone and the Embedder service under concurrency
+	$(PY) bench/bench_embedder.py
+
+bench-search: setup ## Benchmark recall, QPS, cache and Insert throughput against Milvus
+	$(PY) bench/bench_search.py
+
+images: ## Build the container images (needs a Docker engine)
+	@scripts/build-images.sh
+
+clean: ## Remove the virtual environment, caches and local data
+	rm -rf $(VENV) .pytest_cache .ruff_cache .imgsearch demo

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system packages imgsearch needs when they are missing:
+# redis-server (the query cache, and the tests' Redis) and Debian's
+# Fashion-MNIST data set (sample images for `make demo`).
+# Installs with apt-get only when we are root; otherwise says what to install.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${missing[*]}" >&2
+  echo "install them, e.g.: sudo apt-get install -y ${missing[*]}" >&2
+  # Only redis-server is required; the data set is optional sample data.
+  command -v redis-server >/dev/null 2>&1 || exit 1
+  exit 0
+fi
+
+echo "installing ${missing[*]} with apt-get"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the packaged redis service; imgsearch runs its own servers.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi

@@ -1,0 +1,1 @@
+"""Search service: Embed+Insert ingestion and similarity search over Milvus, cached in Redis."""

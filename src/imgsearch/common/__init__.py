@@ -1,0 +1,1 @@
+"""Server runtime shared by the imgsearch services: errors, gRPC wiring, logs, metrics."""

@@ -1,0 +1,205 @@
+"""gRPC server wiring shared by the services.
+
+- `ObservabilityInterceptor`: request ids, access logs, RPC metrics, and the one
+  place where exceptions become gRPC statuses (see `imgsearch.common.errors`).
+- `create_grpc_server`: builds a `grpc.aio` server with health and reflection on
+  an address (port 0 picks a free port, which is what tests use).
+- `HealthState`: the stock health servicer, driven by readiness and shutdown.
+- `wait_for_termination_signal`: SIGTERM/SIGINT handling for `serve()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from imgsearch.common.errors import status_for
+from imgsearch.common.logs import request_id_var
+from imgsearch.common.metrics import RpcMetrics
+
+REQUEST_ID_HEADER = "x-request-id"
+_access_log = logging.getLogger("imgsearch.access")
+_log = logging.getLogger(__name__)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary RPC: request id, error mapping, access log, metrics.
+
+    The request id comes from the `x-request-id` metadata when the caller sent
+    one (so it can be followed across services), else a fresh one; it is put in
+    a context variable for the logs and echoed in the trailing metadata.
+    Streaming RPCs (health Watch, reflection) pass through untouched.
+    """
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        incoming = dict(handler_call_details.invocation_metadata or ())
+        behaviour = handler.unary_unary
+        metrics = self._metrics
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            request_id = str(incoming.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+            token = request_id_var.set(request_id)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await behaviour(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                # The handler aborted with its own status; keep it.
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:  # noqa: BLE001 -- the one place exceptions become statuses
+                code, message = status_for(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    _log.exception("unhandled error in %s", method)
+                await context.abort(code, message)
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.requests.labels(method, code.name).inc()
+                metrics.latency.labels(method).observe(elapsed)
+                _access_log.info(
+                    "rpc",
+                    extra={
+                        "method": method,
+                        "code": code.name,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "peer": context.peer(),
+                    },
+                )
+                request_id_var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One gRPC service to expose: its generated `add_*_to_server` and servicer."""
+
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    full_name: str  # e.g. imgsearch.v1.Embedder, taken from the descriptor
+
+
+class HealthState:
+    """The stock `grpc.health.v1` servicer, driven by readiness and shutdown.
+
+    Every registered service and the overall server ("") report the same
+    status: NOT_SERVING until `set_serving(True)`, NOT_SERVING for good once
+    `enter_shutdown()` has been called.
+    """
+
+    def __init__(self, service_names: Sequence[str]) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self._names = ["", *service_names]
+        self._serving = False
+
+    @property
+    def serving(self) -> bool:
+        return self._serving
+
+    async def set_serving(self, serving: bool) -> None:
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._names:
+            await self.servicer.set(name, status)
+
+    async def enter_shutdown(self) -> None:
+        self._serving = False
+        await self.servicer.enter_graceful_shutdown()
+
+
+def create_grpc_server(
+    address: str,
+    registrations: Sequence[ServiceRegistration],
+    health_state: HealthState,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    max_receive_message_bytes: int = 4 * 1024 * 1024,
+) -> tuple[grpc.aio.Server, int]:
+    """Build (not start) a grpc.aio server with our services, health and reflection.
+
+    Returns the server and the bound port, so `address="127.0.0.1:0"` works.
+    """
+    options = [
+        ("grpc.max_receive_message_length", max_receive_message_bytes),
+        ("grpc.max_send_message_length", max_receive_message_bytes),
+        # Keep idle client connections alive through proxies and load balancers.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    for registration in registrations:
+        registration.add_to_server(registration.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
+    service_names = [
+        *(registration.full_name for registration in registrations),
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(service_names, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind gRPC server to {address}")
+    return server, port
+
+
+async def wait_for_termination_signal() -> signal.Signals:
+    """Wait until SIGTERM or SIGINT arrives; return which one."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(
+            sig, lambda s=sig: received.done() or received.set_result(signal.Signals(s))
+        )
+    try:
+        return await received
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def drain_and_stop(
+    server: grpc.aio.Server, health_state: HealthState, drain_delay_s: float, grace_s: float
+) -> None:
+    """Graceful shutdown: NOT_SERVING first, then let in-flight RPCs finish.
+
+    `drain_delay_s` keeps accepting RPCs while load balancers notice the health
+    change; then `server.stop(grace_s)` refuses new RPCs and waits up to
+    `grace_s` for in-flight ones.
+    """
+    await health_state.enter_shutdown()
+    if drain_delay_s > 0:
+        await asyncio.sleep(drain_delay_s)
+    await server.stop(grace_s)
