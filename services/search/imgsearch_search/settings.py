@@ -1,0 +1,140 @@
+"""Typed settings of the Search service, read once at start-up.
+
+Every field can be set from the environment with the `SEARCH_` prefix
+(e.g. `SEARCH_MILVUS_URI=http://milvus:19530`) or from the command line
+(`--milvus-uri http://milvus:19530`); tests build `SearchSettings(...)` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SearchSettings(BaseSettings):
+    """Configuration of one Search process."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid")
+
+    # --- network
+    host: str = Field("0.0.0.0", description="Interface the gRPC server binds.")
+    port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
+    metrics_host: str = Field("0.0.0.0", description="Interface of the Prometheus endpoint.")
+    metrics_port: int | None = Field(
+        9101,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port; 0 picks a free port; unset disables it.",
+    )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest gRPC message accepted or sent (an Insert carries whole images).",
+    )
+
+    # --- Milvus
+    milvus_uri: str = Field(
+        "./.imgsearch/milvus.db",
+        description=(
+            "Milvus to use: a local file path runs Milvus Lite embedded (zero setup, small"
+            " collections); `http://host:19530` talks to a Milvus server."
+        ),
+    )
+    milvus_token: str = Field(
+        "", description="Milvus credentials (`user:password` or an API key); empty for none."
+    )
+    milvus_db: str = Field("", description="Milvus database name; empty for the default one.")
+    collection: str = Field("images", description="Name of the Milvus collection.")
+    index_type: Literal["HNSW", "AUTOINDEX", "IVF_FLAT", "FLAT"] = Field(
+        "HNSW", description="Index of the vector field, used when the collection is created."
+    )
+    metric_type: Literal["COSINE", "IP"] = Field(
+        "COSINE",
+        description="Similarity metric; vectors are unit norm, so both give cosine similarity.",
+    )
+    hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree M (index build).")
+    hnsw_ef_construction: int = Field(
+        200, ge=8, le=2048, description="HNSW efConstruction (index build quality)."
+    )
+    hnsw_ef: int = Field(
+        128,
+        ge=1,
+        le=32768,
+        description="HNSW ef at search time (raised to top_k when smaller): recall against speed.",
+    )
+    nlist: int = Field(1024, ge=1, le=65536, description="IVF_FLAT nlist (index build).")
+    nprobe: int = Field(32, ge=1, le=65536, description="IVF_FLAT nprobe at search time.")
+    consistency_level: Literal["Session", "Strong", "Bounded", "Eventually"] = Field(
+        "Session",
+        description=(
+            "Milvus read consistency: Session gives read-your-writes for this process;"
+            " Strong also sees other replicas' writes at about 200 ms per search."
+        ),
+    )
+    milvus_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a single Milvus call may take when the caller sets none."
+    )
+
+    # --- Embedder
+    embedder_address: str = Field(
+        "127.0.0.1:50051", description="host:port of the Embedder gRPC service."
+    )
+    embedder_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline of an Embed call when the caller sets none."
+    )
+    embedder_retries: int = Field(
+        2, ge=0, le=10, description="Retries of idempotent Embedder calls on UNAVAILABLE."
+    )
+
+    # --- Redis cache
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for the query and embedding caches."
+    )
+    cache_enabled: bool = Field(True, description="Use the Redis cache at all.")
+    cache_ttl_s: int = Field(
+        3600, ge=1, description="Lifetime of a cached search result, in seconds."
+    )
+    embedding_cache_ttl_s: int = Field(
+        86400, ge=1, description="Lifetime of a cached image-hash-to-embedding entry, in seconds."
+    )
+    redis_timeout_s: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Connect and command timeout of Redis calls; past it the cache is skipped.",
+    )
+    redis_retry_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="After a Redis failure, seconds before the cache is tried again.",
+    )
+
+    # --- request limits
+    max_insert_items: int = Field(256, ge=1, description="Most items in one Insert request.")
+    max_top_k: int = Field(1000, ge=1, le=16384, description="Largest top_k accepted.")
+    default_top_k: int = Field(10, ge=1, description="top_k when the request leaves it at 0.")
+    embed_concurrency: int = Field(
+        4, ge=1, description="Embed calls one Insert may have in flight at once."
+    )
+
+    # --- lifecycle and logs
+    health_check_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often Milvus and the Embedder are probed to drive the health status.",
+    )
+    startup_timeout_s: float = Field(
+        120.0, gt=0, description="How long start-up waits for Milvus and the Embedder to answer."
+    )
+    drain_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, seconds to stay up NOT_SERVING so load balancers notice.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="Seconds in-flight RPCs get to finish during shutdown."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    log_json: bool = Field(True, description="Log JSON lines (false: plain text).")
