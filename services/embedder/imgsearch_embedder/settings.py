@@ -63,6 +63,10 @@ class EmbedderSettings(BaseSettings):
     )
     channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
     compile: bool = Field(False, description="torch.compile the model (slower start, faster runs).")
+    cpu_freeze: bool = Field(
+        True,
+        description="On CPU, trace and freeze the model (Conv-BN folding, oneDNN): ~2-4x faster.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="Intra-op CPU threads for torch; 0 means the cores we may use."
     )

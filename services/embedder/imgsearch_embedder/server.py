@@ -1,0 +1,144 @@
+"""Wiring of one Embedder process: gRPC server, model, batcher, metrics, lifecycle.
+
+`EmbedderServer` is the factory tests use (port 0, in-process); `serve` is what
+`python -m imgsearch_embedder` runs. Order of start-up, so that probes always
+get an answer: gRPC server and health (NOT_SERVING) first, then the model is
+loaded and warmed in a worker thread, then SERVING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from prometheus_client import CollectorRegistry
+
+from imgsearch.common.grpc_runtime import (
+    HealthState,
+    ObservabilityInterceptor,
+    ServiceRegistration,
+    create_grpc_server,
+    drain_and_stop,
+    wait_for_termination_signal,
+)
+from imgsearch.common.logs import configure_logging
+from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
+from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
+from imgsearch_embedder.model import EmbeddingModel, usable_cpu_count
+from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
+from imgsearch_embedder.service import EmbedderService, ModelRuntime
+from imgsearch_embedder.settings import EmbedderSettings
+
+_log = logging.getLogger(__name__)
+
+SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+# Room for the protobuf framing around the images themselves.
+_MESSAGE_OVERHEAD_BYTES = 1024 * 1024
+
+
+class EmbedderServer:
+    """One Embedder: build with settings, then `start()`, `load_model()`, `stop()`."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.health = HealthState([SERVICE_NAME])
+        self._batcher_metrics = BatcherMetrics(self.registry)
+        workers = settings.decode_workers or usable_cpu_count()
+        self._decode_executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+        # One thread owns the model: forward passes on a device run one at a time.
+        self._model_executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._preprocessor = Preprocessor(
+            input_size=settings.input_size,
+            resize_size=settings.resize_size,
+            max_image_pixels=settings.max_image_pixels,
+        )
+        self.servicer = EmbedderService(settings, self._preprocessor, self._decode_executor)
+        self.server, self.port = create_grpc_server(
+            f"{settings.host}:{settings.port}",
+            [
+                ServiceRegistration(
+                    embedder_pb2_grpc.add_EmbedderServicer_to_server, self.servicer, SERVICE_NAME
+                )
+            ],
+            self.health,
+            interceptors=[ObservabilityInterceptor(RpcMetrics(self.registry))],
+            max_receive_message_bytes=settings.max_request_bytes + _MESSAGE_OVERHEAD_BYTES,
+        )
+        self.model: EmbeddingModel | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.metrics_server: MetricsServer | None = None
+
+    async def start(self) -> None:
+        """Start answering gRPC (health NOT_SERVING) and serving /metrics."""
+        configure_pillow(self.settings.max_image_pixels)
+        await self.health.set_serving(False)
+        await self.server.start()
+        if self.settings.metrics_port is not None:
+            self.metrics_server = start_metrics_server(
+                self.registry, self.settings.metrics_host, self.settings.metrics_port
+            )
+
+    async def load_model(self) -> None:
+        """Load and warm the model off the event loop, then report SERVING."""
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(self._model_executor, EmbeddingModel, self.settings)
+        await loop.run_in_executor(
+            self._model_executor, model.warm_up, self.settings.max_batch_size
+        )
+        self.model = model
+        self.batcher = DynamicBatcher(
+            model.embed_batch,
+            max_batch_size=self.settings.max_batch_size,
+            max_delay_s=self.settings.max_delay_ms / 1000.0,
+            queue_size=self.settings.queue_size,
+            model_executor=self._model_executor,
+            metrics=self._batcher_metrics,
+        )
+        self.batcher.start()
+        self.servicer.attach(ModelRuntime(model=model, batcher=self.batcher))
+        await self.health.set_serving(True)
+        _log.info("embedder serving", extra={"port": self.port, "model": model.spec.name})
+
+    async def stop(self, drain_delay_s: float | None = None, grace_s: float | None = None) -> None:
+        """NOT_SERVING, drain, let in-flight calls finish, then release everything."""
+        await drain_and_stop(
+            self.server,
+            self.health,
+            self.settings.drain_delay_s if drain_delay_s is None else drain_delay_s,
+            self.settings.shutdown_grace_s if grace_s is None else grace_s,
+        )
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        self._decode_executor.shutdown(wait=True, cancel_futures=True)
+        self._model_executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def serve(settings: EmbedderSettings) -> None:
+    """Run one Embedder until SIGTERM or SIGINT, then shut down gracefully."""
+    server = EmbedderServer(settings)
+    await server.start()
+    try:
+        await server.load_model()
+        # One line on stdout for scripts and supervisors (`imgsearch up`, tests).
+        print(f"embedder listening on {settings.host}:{server.port}", flush=True)
+        received = await wait_for_termination_signal()
+        _log.info("received %s: draining", received.name)
+    finally:
+        await server.stop()
+    _log.info("embedder stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: settings from the environment (EMBEDDER_*) and command-line flags."""
+    settings = EmbedderSettings(
+        _cli_parse_args=argv if argv is not None else True,
+        _cli_prog_name="python -m imgsearch_embedder",
+        _cli_kebab_case=True,
+    )
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))

@@ -1,0 +1,103 @@
+"""The `imgsearch.v1.Embedder` gRPC servicer: request checks, decoding, batching."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import grpc
+
+from imgsearch.common.errors import InvalidArgumentError, UnavailableError
+from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from imgsearch_embedder.batcher import DynamicBatcher
+from imgsearch_embedder.model import EmbeddingModel
+from imgsearch_embedder.preprocess import Preprocessor
+from imgsearch_embedder.settings import EmbedderSettings
+
+
+@dataclass(frozen=True)
+class ModelRuntime:
+    """What serving needs once the model is loaded and warmed."""
+
+    model: EmbeddingModel
+    batcher: DynamicBatcher
+
+
+class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
+    """Validates each request, decodes its images in the decode pool, and batches them.
+
+    The gRPC server (and its health service) starts before the model is loaded,
+    so probes can answer NOT_SERVING; until `attach` is called, calls get
+    UNAVAILABLE.
+    """
+
+    def __init__(
+        self, settings: EmbedderSettings, preprocessor: Preprocessor, decode_executor: Executor
+    ) -> None:
+        self._settings = settings
+        self._preprocessor = preprocessor
+        self._decode_executor = decode_executor
+        self._runtime: ModelRuntime | None = None
+
+    def attach(self, runtime: ModelRuntime) -> None:
+        self._runtime = runtime
+
+    def _ready(self) -> ModelRuntime:
+        if self._runtime is None:
+            raise UnavailableError("embedder is still loading its model; retry shortly")
+        return self._runtime
+
+    def _check_limits(self, request: embedder_pb2.EmbedRequest) -> None:
+        count = len(request.images)
+        if count == 0:
+            raise InvalidArgumentError("images: the request has no images")
+        limit = self._settings.max_images_per_request
+        if count > limit:
+            raise InvalidArgumentError(
+                f"images: {count} images exceed the limit of {limit} per request; split the request"
+            )
+        total = sum(len(image) for image in request.images)
+        if total > self._settings.max_request_bytes:
+            raise InvalidArgumentError(
+                f"images: {total} bytes exceed the limit of {self._settings.max_request_bytes}"
+                " bytes per request; split the request"
+            )
+
+    async def Embed(
+        self, request: embedder_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embedder_pb2.EmbedResponse:
+        runtime = self._ready()
+        self._check_limits(request)
+        loop = asyncio.get_running_loop()
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else loop.time() + remaining
+        decoded = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._decode_executor, self._preprocessor, image, index)
+                for index, image in enumerate(request.images)
+            )
+        )
+        vectors = await runtime.batcher.submit(decoded, deadline)
+        return embedder_pb2.EmbedResponse(
+            embeddings=[embedder_pb2.Embedding(vector=row.tolist()) for row in vectors],
+            model=runtime.model.spec.name,
+        )
+
+    async def GetModel(
+        self, request: embedder_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> embedder_pb2.GetModelResponse:
+        model = self._ready().model
+        spec = model.spec
+        return embedder_pb2.GetModelResponse(
+            model=spec.name,
+            dimension=spec.dimension,
+            input_size=spec.input_size,
+            device=str(model.device),
+            dtype=model.dtype_name,
+            max_batch_size=self._settings.max_batch_size,
+            max_images_per_request=self._settings.max_images_per_request,
+            max_request_bytes=self._settings.max_request_bytes,
+            max_image_pixels=self._settings.max_image_pixels,
+            pooling=model.pooling,
+        )
