@@ -1,0 +1,131 @@
+"""Self-contained HTML pages of search results: the query and its hits as thumbnails.
+
+Thumbnails of local files are embedded as JPEG data URIs, so a page can be
+moved or mailed; hits whose uri is an http(s) URL are linked as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from imgsearch.client import Hit
+
+THUMBNAIL_SIDE = 160
+
+
+def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
+    """An RGB copy that fits in side x side, small images enlarged (Fashion-MNIST is 28 px)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode not in ("RGB", "L"):
+        background = Image.new("RGB", image.size, "white")
+        rgba = image.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        image = background
+    image = image.convert("RGB")
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 3 else Image.Resampling.LANCZOS
+    return image.resize(size, resample)
+
+
+def open_image(source: bytes | str | Path) -> Image.Image | None:
+    """A decoded image from bytes, a local path or a file:// uri; None when it cannot be read."""
+    try:
+        if isinstance(source, bytes):
+            image = Image.open(io.BytesIO(source))
+        else:
+            text = str(source)
+            if text.startswith("file://"):
+                text = unquote(urlparse(text).path)
+            image = Image.open(text)
+        image.load()
+        return image
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def data_uri(source: bytes | str | Path) -> str | None:
+    """A JPEG data URI of the thumbnail of `source`, or None when it cannot be read."""
+    image = open_image(source)
+    if image is None:
+        return None
+    buffer = io.BytesIO()
+    thumbnail(image).save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def hit_image_src(uri: str) -> str | None:
+    """What an <img> should show for a hit: the URL itself, or a data URI of a local file."""
+    if uri.startswith(("http://", "https://")):
+        return uri
+    if not uri:
+        return None
+    return data_uri(uri)
+
+
+@dataclass(frozen=True)
+class ResultSection:
+    """One query and its hits."""
+
+    title: str
+    query_src: str | None  # an <img> src (data URI or URL)
+    hits: Sequence[Hit]
+    note: str = ""
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; background: #fafafa; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin: 2rem 0 .5rem; }
+.row { display: flex; gap: 12px; flex-wrap: wrap; align-items: flex-start; }
+figure { margin: 0; width: 164px; background: #fff; border: 1px solid #ddd; padding: 4px; }
+figure.query { border: 2px solid #2a6fdb; }
+figure img, .missing { width: 160px; height: 160px; object-fit: contain; background: #eee; }
+.missing { display: flex; align-items: center; justify-content: center; color: #888; }
+figcaption { font-size: .8rem; overflow-wrap: anywhere; }
+.score { font-weight: 600; font-variant-numeric: tabular-nums; }
+.note { color: #555; font-size: .9rem; }
+"""
+
+
+def _figure(src: str | None, caption: str, css_class: str = "") -> str:
+    image = (
+        f'<img src="{html.escape(src)}" alt="">' if src else '<div class="missing">no preview</div>'
+    )
+    class_attr = f' class="{css_class}"' if css_class else ""
+    return f"<figure{class_attr}>{image}<figcaption>{caption}</figcaption></figure>"
+
+
+def render_page(title: str, sections: Sequence[ResultSection], intro_html: str = "") -> str:
+    """The whole HTML document."""
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        intro_html,
+    ]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.note:
+            parts.append(f'<p class="note">{html.escape(section.note)}</p>')
+        figures = [_figure(section.query_src, "query", "query")]
+        for rank, hit in enumerate(section.hits, start=1):
+            labels = ", ".join(f"{key}={value}" for key, value in sorted(hit.labels.items()))
+            caption = (
+                f'#{rank} <span class="score">{hit.score:.4f}</span><br>'
+                f"{html.escape(hit.id[:40])}" + (f"<br>{html.escape(labels)}" if labels else "")
+            )
+            figures.append(_figure(hit_image_src(hit.uri), caption))
+        if not section.hits:
+            figures.append('<p class="note">no hits</p>')
+        parts.append(f'<div class="row">{"".join(figures)}</div>')
+    parts.append("</body></html>")
+    return "\n".join(parts)

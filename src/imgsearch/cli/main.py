@@ -1,0 +1,483 @@
+"""The `imgsearch` command line: run the local stack, ingest images, search, inspect.
+
+Exit codes: 0 success; 1 a request failed or some items failed; 2 bad usage
+(unknown option, unreadable file, bad argument); 3 the Search service cannot
+be reached or did not answer in time. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from imgsearch.cli import html as html_page
+from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
+from imgsearch.client import ADDRESS_ENV, DEFAULT_ADDRESS, Client, read_image
+from imgsearch.common import errors
+from imgsearch.stack import LocalStack, StackConfig, StackError
+
+app = typer.Typer(
+    name="imgsearch",
+    help="Reverse image search: index images, find similar ones.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class _Options:
+    address: str
+    timeout: float
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print one clear line on stderr and exit with `code`."""
+    one_line = " ".join(message.split())
+    typer.echo(f"imgsearch: error: {one_line}", err=True)
+    raise typer.Exit(code)
+
+
+def _fail_for(exc: errors.ImgsearchError) -> NoReturn:
+    if isinstance(exc, errors.UnavailableError | errors.DeadlineExceededError):
+        fail(exc.message, EXIT_UNAVAILABLE)
+    fail(exc.message, EXIT_FAILED)
+
+
+def _client(ctx: typer.Context) -> Client:
+    options: _Options = ctx.obj
+    return Client(options.address, timeout=options.timeout)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    address: Annotated[
+        str,
+        typer.Option(
+            "--address",
+            "-a",
+            envvar=ADDRESS_ENV,
+            help="host:port of the Search service.",
+            show_default=True,
+        ),
+    ] = DEFAULT_ADDRESS,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", envvar="IMGSEARCH_TIMEOUT", min=0.1, help="Deadline of each call, seconds."
+        ),
+    ] = 30.0,
+) -> None:
+    ctx.obj = _Options(address=address, timeout=timeout)
+
+
+# --- ingest
+
+
+def _parse_labels(pairs: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"bad --label {pair!r}: expected KEY=VALUE", EXIT_USAGE)
+        labels[key] = value
+    return labels
+
+
+@app.command("ingest")
+def ingest_command(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Folders (recursive), files or globs.")],
+    id_from: Annotated[
+        str,
+        typer.Option(
+            "--id-from",
+            help="Item ids: 'hash' (SHA-256 of the file) or 'path' (path relative to here).",
+        ),
+    ] = "hash",
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", help="KEY=VALUE label on every item (repeatable)."),
+    ] = None,
+    folder_label: Annotated[
+        str | None,
+        typer.Option(
+            "--folder-label", help="Label KEY set to each file's folder name (class folders)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=256, help="Images per Insert request.")
+    ] = 32,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=16, help="Insert requests in flight.")
+    ] = 2,
+    as_json: JsonOption = False,
+) -> None:
+    """Index images: skips non-images, re-runs skip what is already indexed."""
+    if id_from not in ("hash", "path"):
+        fail(f"bad --id-from {id_from!r}: expected 'hash' or 'path'", EXIT_USAGE)
+    try:
+        files = discover(paths)
+    except PathNotFoundError as exc:
+        fail(str(exc), EXIT_USAGE)
+    options = IngestOptions(
+        id_from=id_from,  # type: ignore[arg-type]
+        labels=_parse_labels(label or []),
+        folder_label=folder_label,
+        batch_size=batch_size,
+        concurrency=concurrency,
+    )
+    show_progress = not as_json and _err.is_terminal
+
+    def warn(message: str) -> None:
+        _err.print(f"warning: {message}", markup=False)
+
+    with (
+        _client(ctx) as client,
+        Progress(
+            TextColumn("ingesting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=_err,
+            disable=not show_progress,
+        ) as bar,
+    ):
+        task = bar.add_task("ingest", total=len(files), rate="")
+        inserted_so_far = 0
+        started = bar.get_time()
+
+        def advance(done: int, inserted: int) -> None:
+            nonlocal inserted_so_far
+            inserted_so_far += inserted
+            elapsed = max(bar.get_time() - started, 1e-6)
+            bar.update(task, advance=done, rate=f"{inserted_so_far / elapsed:.1f} images/s")
+
+        try:
+            report = ingest(client, files, options, warn=warn, progress=advance)
+        except errors.ImgsearchError as exc:
+            _fail_for(exc)
+
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _out.print(
+            f"inserted {report.inserted}, skipped {report.skipped} already indexed"
+            f" ({report.duplicates} duplicates in this run), {len(report.not_images)} not images,"
+            f" failed {len(report.failed)}; {report.elapsed_s:.1f} s,"
+            f" {report.images_per_s:.1f} images/s",
+            markup=False,
+        )
+        for failure in report.failed:
+            _out.print(f"  failed: {failure.path}: {failure.reason}", markup=False)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# --- search
+
+
+@app.command("search")
+def search_command(
+    ctx: typer.Context,
+    image: Annotated[
+        Path | None, typer.Argument(help="Query image file (or use --id).", show_default=False)
+    ] = None,
+    by_id: Annotated[
+        str | None, typer.Option("--id", help="Search with a stored item instead of an image.")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Number of hits.")] = 10,
+    filter_expr: Annotated[
+        str,
+        typer.Option(
+            "--filter", help='Label filter, e.g. \'category == "shoe" and color in ["red"]\'.'
+        ),
+    ] = "",
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Leave out hits scoring below this.")
+    ] = None,
+    html_file: Annotated[
+        Path | None, typer.Option("--html", help="Also write an HTML page of the hits here.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the stored images most similar to IMAGE (or to a stored item with --id)."""
+    if (image is None) == (by_id is None):
+        fail("give a query IMAGE or --id ID (exactly one)", EXIT_USAGE)
+    query_bytes: bytes | None = None
+    if image is not None:
+        try:
+            query_bytes = read_image(image)
+        except OSError as exc:
+            fail(f"cannot read {image}: {exc.strerror or exc}", EXIT_USAGE)
+    with _client(ctx) as client:
+        try:
+            if query_bytes is not None:
+                result = client.search(query_bytes, k=k, filter=filter_expr, min_score=min_score)
+            else:
+                result = client.search(id=by_id, k=k, filter=filter_expr, min_score=min_score)
+        except errors.ImgsearchError as exc:
+            _fail_for(exc)
+    query_name = str(image) if image is not None else f"id {by_id}"
+    if html_file is not None:
+        query_src = html_page.data_uri(query_bytes) if query_bytes is not None else None
+        if query_src is None and by_id is not None and result.hits:
+            query_src = html_page.hit_image_src(result.hits[0].uri)
+        page = html_page.render_page(
+            f"imgsearch: {query_name}",
+            [html_page.ResultSection(title=query_name, query_src=query_src, hits=result.hits)],
+        )
+        try:
+            html_file.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {html_file}: {exc.strerror or exc}", EXIT_USAGE)
+    if as_json:
+        _print_json(
+            {
+                "query": query_name,
+                "cached": result.cached,
+                "hits": [
+                    {"rank": rank, **hit.to_dict()} for rank, hit in enumerate(result.hits, start=1)
+                ],
+                "html": str(html_file) if html_file else None,
+            }
+        )
+        return
+    table = Table(title=f"{len(result.hits)} hits for {query_name}" + (" (cached)" * result.cached))
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("id", overflow="fold")
+    table.add_column("uri", overflow="fold")
+    for rank, hit in enumerate(result.hits, start=1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.id, hit.uri)
+    _out.print(table)
+    if html_file is not None:
+        _out.print(f"wrote {html_file}", markup=False)
+
+
+# --- get, delete, stats, health
+
+
+@app.command("get")
+def get_command(
+    ctx: typer.Context,
+    ids: Annotated[list[str], typer.Argument(help="Item ids.")],
+    vectors: Annotated[bool, typer.Option("--vectors", help="Include embedding vectors.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show stored items; exits 1 when some ids are not stored."""
+    with _client(ctx) as client:
+        try:
+            result = client.get(ids, include_vectors=vectors)
+        except errors.ImgsearchError as exc:
+            _fail_for(exc)
+    if as_json:
+        _print_json(
+            {
+                "items": [item.to_dict() for item in result.items],
+                "missing_ids": result.missing_ids,
+            }
+        )
+    else:
+        for item in result.items:
+            labels = ", ".join(f"{key}={value}" for key, value in sorted(item.labels.items()))
+            _out.print(
+                f"{item.id}\n  uri: {item.uri}\n  labels: {labels or '-'}\n"
+                f"  sha256: {item.content_sha256}\n  model: {item.model}",
+                markup=False,
+            )
+            if item.vector is not None:
+                _out.print(f"  vector: {json.dumps(item.vector)}", markup=False)
+    if result.missing_ids:
+        fail(f"not stored: {', '.join(result.missing_ids)}", EXIT_FAILED)
+
+
+@app.command("delete")
+def delete_command(
+    ctx: typer.Context,
+    ids: Annotated[list[str], typer.Argument(help="Item ids.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Delete stored items (ids that are not stored are ignored)."""
+    with _client(ctx) as client:
+        try:
+            deleted = client.delete(ids)
+        except errors.ImgsearchError as exc:
+            _fail_for(exc)
+    if as_json:
+        _print_json({"deleted": deleted, "requested": len(ids)})
+    else:
+        _out.print(f"deleted {deleted} of {len(ids)}", markup=False)
+
+
+@app.command("stats")
+def stats_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Describe the collection, its model and the cache."""
+    with _client(ctx) as client:
+        try:
+            stats = client.stats()
+        except errors.ImgsearchError as exc:
+            _fail_for(exc)
+    if as_json:
+        _print_json(stats.to_dict())
+        return
+    table = Table(show_header=False)
+    for key, value in stats.to_dict().items():
+        table.add_row(key, str(value))
+    _out.print(table)
+
+
+@app.command("health")
+def health_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Ask the Search service's grpc.health.v1 whether it is SERVING (exit 1 when not)."""
+    with _client(ctx) as client:
+        try:
+            status = client.health()
+        except errors.ImgsearchError as exc:
+            _fail_for(exc)
+    if as_json:
+        _print_json({"address": client.address, "status": status})
+    else:
+        _out.print(f"{client.address}: {status}", markup=False)
+    if status != "SERVING":
+        raise typer.Exit(EXIT_FAILED)
+
+
+# --- up
+
+
+@app.command("up")
+def up_command(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where data and logs live.")] = Path(
+        ".imgsearch"
+    ),
+    milvus: Annotated[
+        str, typer.Option("--milvus", help="'lite' (Milvus Lite server) or 'standalone'.")
+    ] = "lite",
+    milvus_uri: Annotated[
+        str | None, typer.Option("--milvus-uri", help="Use this Milvus instead of starting one.")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="Use this Redis instead of starting one.")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface the gRPC services bind.")
+    ] = "127.0.0.1",
+    search_port: Annotated[
+        int, typer.Option("--search-port", min=0, max=65535, help="0 picks a free port.")
+    ] = 0,
+    embedder_port: Annotated[
+        int, typer.Option("--embedder-port", min=0, max=65535, help="0 picks a free port.")
+    ] = 0,
+    startup_timeout: Annotated[
+        float, typer.Option("--startup-timeout", min=1, help="Seconds to wait for readiness.")
+    ] = 180.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Run Milvus, Redis, the Embedder and Search in the foreground; Ctrl-C stops them all."""
+    if milvus not in ("lite", "standalone"):
+        fail(f"bad --milvus {milvus!r}: expected 'lite' or 'standalone'", EXIT_USAGE)
+    stack = LocalStack(
+        StackConfig(
+            data_dir=data_dir,
+            host=host,
+            search_port=search_port,
+            embedder_port=embedder_port,
+            milvus=milvus,  # type: ignore[arg-type]
+            milvus_uri=milvus_uri,
+            redis_url=redis_url,
+            startup_timeout_s=startup_timeout,
+        ),
+        announce=lambda message: _err.print(f"imgsearch up: {message}", markup=False),
+    )
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stack.stop_requested.set()
+
+    # Children run in their own process groups, so Ctrl-C reaches only us and
+    # we stop them in order.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    exit_code = 0
+    try:
+        try:
+            addresses = stack.start()
+        except StackError as exc:
+            if stack.stop_requested.is_set():
+                _err.print("imgsearch up: stopped during start-up", markup=False)
+                return
+            _err.print(f"imgsearch up: {exc}", markup=False)
+            exit_code = EXIT_FAILED
+            return
+        search_host, _, search_port_text = addresses.search.rpartition(":")
+        embedder_host, _, embedder_port_text = addresses.embedder.rpartition(":")
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "search": addresses.search,
+                        "embedder": addresses.embedder,
+                        "milvus_uri": addresses.milvus_uri,
+                        "redis_url": addresses.redis_url,
+                        "logs": str(addresses.log_dir),
+                        "pid": os.getpid(),
+                    }
+                )
+            )
+        else:
+            typer.echo(f"search listening on {search_host}:{search_port_text}")
+            typer.echo(f"embedder listening on {embedder_host}:{embedder_port_text}")
+            _err.print(
+                f"imgsearch up: ready; logs in {addresses.log_dir}; Ctrl-C stops the stack."
+                f" Try: imgsearch --address {addresses.search} stats",
+                markup=False,
+            )
+        sys.stdout.flush()
+        dead = stack.wait()
+        if dead is not None:
+            code = dead.exit_code()
+            _err.print(
+                f"imgsearch up: {stack.describe_exit(dead, code if code is not None else -1)}",
+                markup=False,
+            )
+            _err.print("imgsearch up: stopping the other services", markup=False)
+            exit_code = EXIT_FAILED
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if exit_code:
+        raise typer.Exit(exit_code)

@@ -1,0 +1,393 @@
+"""Typed Python client of the imgsearch Search service.
+
+    from imgsearch.client import Client, ItemInput
+
+    with Client("127.0.0.1:50052") as client:
+        client.insert([ItemInput.from_path("photos/cat.jpg", labels={"kind": "cat"})])
+        for hit in client.search("query.jpg", k=5).hits:
+            print(hit.score, hit.id, hit.uri)
+
+Every call has a deadline (`timeout`, seconds); failures raise `ClientError`
+subclasses from the project's error taxonomy (`imgsearch.common.errors`), so
+callers catch `InvalidArgumentError`, `NotFoundError`, `UnavailableError`...
+and read `.message` rather than parse gRPC status strings. Idempotent calls
+are retried by gRPC itself (service config) when the server is UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from imgsearch.common import errors
+from imgsearch.v1 import search_pb2, search_pb2_grpc
+
+ADDRESS_ENV = "IMGSEARCH_ADDRESS"
+DEFAULT_ADDRESS = "127.0.0.1:50052"
+# Insert carries whole images; the Search service accepts 64 MiB by default.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Retry UNAVAILABLE (a restarting server, a dropped connection) with backoff.
+# Every Search RPC is safe to repeat: Insert upserts by id, Delete of a
+# deleted id is not an error.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "imgsearch.v1.Search"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+_ERROR_FOR_CODE: dict[grpc.StatusCode, type[errors.ImgsearchError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: errors.InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: errors.NotFoundError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhaustedError,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPreconditionError,
+    grpc.StatusCode.UNAVAILABLE: errors.UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceededError,
+    grpc.StatusCode.CANCELLED: errors.CancelledError,
+}
+
+
+class ClientError(errors.ImgsearchError):
+    """A call failed with a status the taxonomy has no class for (INTERNAL, UNKNOWN...)."""
+
+
+def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.ImgsearchError:
+    """The taxonomy error for a failed call, with a message a person can act on."""
+    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
+    details: str = exc.details() or code.name  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = f"Search service at {address} is unavailable: {details}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"Search service at {address} did not answer in time: {details}"
+    else:
+        message = details
+    error_type = _ERROR_FOR_CODE.get(code)
+    if error_type is None:
+        error = ClientError(f"{code.name}: {message}")
+        error.code = code
+        return error
+    return error_type(message)
+
+
+def content_id(image: bytes) -> str:
+    """The default id of an image: lowercase hex SHA-256 of its bytes (as the server does)."""
+    return hashlib.sha256(image).hexdigest()
+
+
+ImageInput = bytes | str | os.PathLike[str]
+
+
+def read_image(image: ImageInput) -> bytes:
+    """Bytes as they are; a path is read (raises OSError when unreadable)."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    return Path(image).read_bytes()
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    """One image to insert. An empty `id` means the content hash."""
+
+    image: bytes
+    id: str = ""
+    uri: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_path(
+        cls, path: str | os.PathLike[str], *, id: str = "", labels: Mapping[str, str] | None = None
+    ) -> ItemInput:
+        """Read an image file; its absolute path becomes the uri."""
+        resolved = Path(path).resolve()
+        return cls(image=resolved.read_bytes(), id=id, uri=str(resolved), labels=labels or {})
+
+    def to_proto(self) -> search_pb2.Item:
+        return search_pb2.Item(id=self.id, image=self.image, uri=self.uri, labels=dict(self.labels))
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What happened to one inserted item."""
+
+    id: str
+    code: grpc.StatusCode
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == grpc.StatusCode.OK
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    uri: str
+    labels: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "uri": self.uri, "labels": self.labels}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits, best first, and whether Redis served them."""
+
+    hits: list[Hit]
+    cached: bool
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item as stored in the collection."""
+
+    id: str
+    uri: str
+    labels: dict[str, str]
+    content_sha256: str
+    model: str
+    vector: list[float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "uri": self.uri,
+            "labels": self.labels,
+            "content_sha256": self.content_sha256,
+            "model": self.model,
+        }
+        if self.vector is not None:
+            data["vector"] = self.vector
+        return data
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """Items found, in request order, and the ids that are not stored."""
+
+    items: list[StoredItem]
+    missing_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The collection, its model and the cache."""
+
+    item_count: int
+    dimension: int
+    model: str
+    index_type: str
+    metric_type: str
+    collection: str
+    cache_hits: int
+    cache_misses: int
+    cache_available: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
+_GET_BATCH = 1000  # the server's limit on ids per Get or Delete
+
+
+class Client:
+    """Blocking client of the Search service; close it, or use it as a context manager.
+
+    `address` defaults to $IMGSEARCH_ADDRESS, then 127.0.0.1:50052. `timeout`
+    is the deadline of each call in seconds; `insert_timeout` that of Insert,
+    which embeds every image of the request.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = 30.0,
+        insert_timeout: float = 120.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.address = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+        self.timeout = timeout
+        self.insert_timeout = insert_timeout
+        self._metadata = tuple(metadata)
+        self._channel = grpc.insecure_channel(
+            self.address,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+            ],
+        )
+        self._stub = search_pb2_grpc.SearchStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(
+                request,
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.address) from None
+
+    # --- the Search API
+
+    def insert(
+        self, items: Iterable[ItemInput], *, timeout: float | None = None
+    ) -> list[ItemOutcome]:
+        """Embed and store items (one request); one outcome per item, in order.
+
+        A bad image fails only its own item (see `ItemOutcome.ok`); errors of
+        the whole request (no items, too many, a dependency down) raise.
+        """
+        request = search_pb2.InsertRequest(items=[item.to_proto() for item in items])
+        reply = self._call(
+            self._stub.Insert, request, self.insert_timeout if timeout is None else timeout
+        )
+        return [
+            ItemOutcome(
+                id=result.id,
+                code=_STATUS_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN),
+                message=result.message,
+            )
+            for result in reply.results
+        ]
+
+    def search(
+        self,
+        image: ImageInput | None = None,
+        *,
+        id: str | None = None,
+        vector: Sequence[float] | None = None,
+        k: int = 10,
+        filter: str = "",
+        min_score: float | None = None,
+        timeout: float | None = None,
+    ) -> SearchResult:
+        """The stored items most similar to a query, best first.
+
+        The query is exactly one of: `image` (bytes, or a path to read), `id`
+        of a stored item ("more like this"), or a raw `vector` from the same
+        model. `filter` is a label expression such as
+        `category == "shoe" and color in ["red", "blue"]`.
+        """
+        given = [image is not None, id is not None, vector is not None]
+        if sum(given) != 1:
+            raise errors.InvalidArgumentError("give exactly one of image, id or vector")
+        request = search_pb2.SearchRequest(top_k=k, filter=filter)
+        if image is not None:
+            request.image = read_image(image)
+        elif id is not None:
+            request.id = id
+        else:
+            assert vector is not None
+            request.vector.values.extend(float(value) for value in vector)
+        if min_score is not None:
+            request.min_score = min_score
+        reply = self._call(self._stub.Search, request, timeout)
+        return SearchResult(
+            hits=[
+                Hit(id=hit.id, score=hit.score, uri=hit.uri, labels=dict(hit.labels))
+                for hit in reply.hits
+            ],
+            cached=reply.cached,
+        )
+
+    def get(
+        self,
+        ids: Sequence[str],
+        *,
+        include_vectors: bool = False,
+        timeout: float | None = None,
+    ) -> GetResult:
+        """Stored items by id (any number of ids; sent 1000 per call)."""
+        items: list[StoredItem] = []
+        missing: list[str] = []
+        for start in range(0, len(ids), _GET_BATCH):
+            request = search_pb2.GetRequest(
+                ids=list(ids[start : start + _GET_BATCH]), include_vectors=include_vectors
+            )
+            reply = self._call(self._stub.Get, request, timeout)
+            items.extend(
+                StoredItem(
+                    id=item.id,
+                    uri=item.uri,
+                    labels=dict(item.labels),
+                    content_sha256=item.content_sha256,
+                    model=item.model,
+                    vector=list(item.vector) if include_vectors else None,
+                )
+                for item in reply.items
+            )
+            missing.extend(reply.missing_ids)
+        return GetResult(items=items, missing_ids=missing)
+
+    def delete(self, ids: Sequence[str], *, timeout: float | None = None) -> int:
+        """Delete items by id; returns how many were stored. Unknown ids are not an error."""
+        deleted = 0
+        for start in range(0, len(ids), _GET_BATCH):
+            request = search_pb2.DeleteRequest(ids=list(ids[start : start + _GET_BATCH]))
+            deleted += self._call(self._stub.Delete, request, timeout).deleted
+        return deleted
+
+    def stats(self, *, timeout: float | None = None) -> Stats:
+        """Size of the collection, its model and index, and cache counters."""
+        reply = self._call(self._stub.Stats, search_pb2.StatsRequest(), timeout)
+        return Stats(
+            item_count=reply.item_count,
+            dimension=reply.dimension,
+            model=reply.model,
+            index_type=reply.index_type,
+            metric_type=reply.metric_type,
+            collection=reply.collection,
+            cache_hits=reply.cache_hits,
+            cache_misses=reply.cache_misses,
+            cache_available=reply.cache_available,
+        )
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The grpc.health.v1 status of the server ("" for overall): SERVING, NOT_SERVING..."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = self._call(self._health.Check, request, timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

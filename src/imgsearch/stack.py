@@ -1,0 +1,563 @@
+"""Process supervisor behind `imgsearch up`: the whole stack on one machine.
+
+`LocalStack` starts a Milvus server (Milvus Lite's server or the real Milvus
+standalone from PyPI `milvus`), a `redis-server`, the Embedder and the Search
+service, each as a separate child process in its own process group, and waits
+until each one answers (Redis PING, Milvus health, gRPC health SERVING).
+
+Why process groups: a child may have children of its own, and Ctrl-C in a
+terminal must reach only the supervisor, which then stops the services in
+order (Search first, storage last). Stopping a child sends its stop signal to
+the whole group, waits, then SIGKILLs the group; the group is also SIGKILLed
+once its leader has exited but before it is reaped, so no stray member
+survives and the group id cannot have been recycled. Each child also gets
+PR_SET_PDEATHSIG, so even a SIGKILLed supervisor does not leave orphans.
+
+Every child's output goes to `<data_dir>/logs/<name>.log`; the last lines are
+kept in memory to explain a child that dies.
+
+`python -m imgsearch.stack milvus-standalone ...` is the launcher of the real
+Milvus: it writes Milvus's configuration with the `milvus` package and then
+execs the Milvus binary, so the supervisor signals Milvus itself rather than a
+Python wrapper that would SIGKILL it after one second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+MilvusKind = Literal["lite", "standalone"]
+
+_PR_SET_PDEATHSIG = 1
+_POLL_S = 0.2
+
+
+class StackError(RuntimeError):
+    """The stack could not start, or a child died; the message says which and why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _connect_host(host: str) -> str:
+    """The address to dial for a server bound to `host` (wildcards mean loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when the supervisor dies.
+
+    libc is looked up here, before fork, so the function run in the child
+    between fork and exec only makes one system call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+
+    def set_pdeathsig() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_pdeathsig
+
+
+@dataclass
+class ChildSpec:
+    """How to run one service of the stack."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    # Milvus Lite's server only closes its database cleanly on SIGINT.
+    stop_signal: signal.Signals = signal.SIGTERM
+    # A regular expression; the child is not ready before a line matches it.
+    ready_line: str | None = None
+    # Then called until it returns True: the child answers requests.
+    probe: Callable[[], bool] | None = None
+
+
+class Child:
+    """A running child process, its log file and the tail of its output."""
+
+    def __init__(self, spec: ChildSpec, log_dir: Path) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.log_path = log_dir / f"{spec.name}.log"
+        self.lines: deque[str] = deque(maxlen=200)
+        self.ready_match: re.Match[str] | None = None
+        self._ready_regex = re.compile(spec.ready_line) if spec.ready_line else None
+        self._line_seen = threading.Event()
+        self._log: IO[str] = self.log_path.open("a", encoding="utf-8", errors="replace")
+        self._log.write(f"--- imgsearch up: starting {' '.join(spec.argv)}\n")
+        self._log.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+        self.proc = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=spec.cwd,
+            start_new_session=True,
+            # One prctl call between fork and exec: no locks, no allocation.
+            preexec_fn=_pdeathsig_preexec(),
+            text=True,
+            errors="replace",
+        )
+        self.pid = self.proc.pid
+        self._exit_code: int | None = None
+        self._reader = threading.Thread(target=self._read, name=f"log-{spec.name}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self.lines.append(line)
+            self._log.write(raw if raw.endswith("\n") else raw + "\n")
+            self._log.flush()
+            if self.ready_match is None and self._ready_regex is not None:
+                match = self._ready_regex.search(line)
+                if match:
+                    self.ready_match = match
+            self._line_seen.set()
+
+    def tail(self, count: int = 30) -> str:
+        return "\n".join(list(self.lines)[-count:])
+
+    def exit_code(self) -> int | None:
+        """The exit status once the child has exited, without reaping it.
+
+        Not reaping keeps the process group id reserved until `stop()` has
+        SIGKILLed whatever else is left in the group.
+        """
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            # Already reaped (by stop()).
+            return self.proc.returncode
+        if info is None:
+            return None
+        if info.si_code == os.CLD_EXITED:
+            return info.si_status
+        return -info.si_status
+
+    def wait_line(self, timeout: float) -> None:
+        """Block up to `timeout` seconds for the next line of output."""
+        self._line_seen.wait(timeout)
+        self._line_seen.clear()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+    def stop(self, timeout: float) -> int:
+        """Stop signal to the group, SIGKILL after `timeout`, then reap; returns the exit code."""
+        if self.exit_code() is None:
+            self._signal_group(self.spec.stop_signal)
+            deadline = time.monotonic() + timeout
+            while self.exit_code() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        # Kill the leader if it lingers, and any member of its group still alive.
+        self._signal_group(signal.SIGKILL)
+        code = self.proc.wait()
+        self._exit_code = code
+        self._reader.join(timeout=5)
+        self._log.write(f"--- imgsearch up: {self.name} stopped with exit code {code}\n")
+        self._log.close()
+        return code
+
+
+@dataclass
+class StackConfig:
+    """What `imgsearch up` runs; every port 0 means a free port."""
+
+    data_dir: Path = Path(".imgsearch")
+    host: str = "127.0.0.1"
+    search_port: int = 0
+    embedder_port: int = 0
+    milvus: MilvusKind = "lite"
+    milvus_port: int = 0
+    redis_port: int = 0
+    # External servers instead of starting ours.
+    milvus_uri: str | None = None
+    redis_url: str | None = None
+    startup_timeout_s: float = 180.0
+    stop_timeout_s: float = 20.0
+    # Extra environment for the services, e.g. {"EMBEDDER_MAX_BATCH_SIZE": "16"}.
+    extra_env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class StackAddresses:
+    """Where the running stack listens."""
+
+    search: str
+    embedder: str
+    milvus_uri: str
+    redis_url: str
+    log_dir: Path
+
+
+class LocalStack:
+    """Starts and supervises the services; use as a context manager or start()/stop().
+
+    `stop_requested` is an event the caller may set (from a signal handler) to
+    interrupt `start()` or `wait()`.
+    """
+
+    def __init__(
+        self,
+        config: StackConfig,
+        announce: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.config = config
+        self.announce = announce
+        self.stop_requested = threading.Event()
+        self.children: list[Child] = []
+        self.addresses: StackAddresses | None = None
+        self.data_dir = config.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+
+    def __enter__(self) -> StackAddresses:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- start-up
+
+    def start(self) -> StackAddresses:
+        """Start every child and wait until all are ready; on failure stop them and raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> StackAddresses:
+        config = self.config
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + config.startup_timeout_s
+        connect_host = _connect_host(config.host)
+
+        # Storage and the Embedder start together; Search needs all three.
+        redis_url = config.redis_url or self._start_redis()
+        milvus_uri = config.milvus_uri or self._start_milvus()
+        embedder = self._spawn(
+            ChildSpec(
+                name="embedder",
+                argv=[config.python, "-m", "imgsearch_embedder"],
+                env={
+                    "EMBEDDER_HOST": config.host,
+                    "EMBEDDER_PORT": str(config.embedder_port),
+                    "EMBEDDER_METRICS_HOST": "127.0.0.1",
+                    "EMBEDDER_METRICS_PORT": "0",
+                    **config.extra_env,
+                },
+                ready_line=r"embedder listening on (\S+):(\d+)",
+            )
+        )
+        for child in self.children:
+            self._wait_ready(child, deadline)
+        assert embedder.ready_match is not None
+        embedder_address = f"{connect_host}:{embedder.ready_match.group(2)}"
+        self._wait_grpc_serving(embedder, embedder_address, deadline)
+
+        search = self._spawn(
+            ChildSpec(
+                name="search",
+                argv=[config.python, "-m", "imgsearch_search"],
+                env={
+                    "SEARCH_HOST": config.host,
+                    "SEARCH_PORT": str(config.search_port),
+                    "SEARCH_METRICS_HOST": "127.0.0.1",
+                    "SEARCH_METRICS_PORT": "0",
+                    "SEARCH_MILVUS_URI": milvus_uri,
+                    "SEARCH_REDIS_URL": redis_url,
+                    "SEARCH_EMBEDDER_ADDRESS": embedder_address,
+                    **config.extra_env,
+                },
+                ready_line=r"search listening on (\S+):(\d+)",
+            )
+        )
+        self._wait_ready(search, deadline)
+        assert search.ready_match is not None
+        search_address = f"{connect_host}:{search.ready_match.group(2)}"
+        self._wait_grpc_serving(search, search_address, deadline)
+
+        self.addresses = StackAddresses(
+            search=search_address,
+            embedder=embedder_address,
+            milvus_uri=milvus_uri,
+            redis_url=redis_url,
+            log_dir=self.log_dir,
+        )
+        return self.addresses
+
+    def _spawn(self, spec: ChildSpec) -> Child:
+        self.announce(f"starting {spec.name}")
+        child = Child(spec, self.log_dir)
+        self.children.append(child)
+        return child
+
+    def _start_redis(self) -> str:
+        port = self.config.redis_port or free_port()
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            ChildSpec(
+                name="redis",
+                argv=[
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    # A query cache: nothing worth persisting, nothing to reload.
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(redis_dir),
+                ],
+                probe=lambda: _redis_ping("127.0.0.1", port),
+            )
+        )
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _start_milvus(self) -> str:
+        port = self.config.milvus_port or free_port()
+        if self.config.milvus == "lite":
+            self._spawn(
+                ChildSpec(
+                    name="milvus",
+                    argv=[
+                        self.config.python,
+                        "-m",
+                        "milvus_lite",
+                        "server",
+                        "--data-dir",
+                        str(self.data_dir / "milvus-lite"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    stop_signal=signal.SIGINT,
+                    ready_line=r"MilvusLite gRPC server listening on",
+                    probe=lambda: _tcp_accepts("127.0.0.1", port),
+                )
+            )
+        else:
+            metrics_port = free_port()
+            self._spawn(
+                ChildSpec(
+                    name="milvus",
+                    argv=[
+                        self.config.python,
+                        "-m",
+                        "imgsearch.stack",
+                        "milvus-standalone",
+                        "--data-dir",
+                        str(self.data_dir / "milvus-standalone"),
+                        "--port",
+                        str(port),
+                        "--metrics-port",
+                        str(metrics_port),
+                    ],
+                    probe=lambda: _milvus_healthz(metrics_port),
+                )
+            )
+        return f"http://127.0.0.1:{port}"
+
+    def _check_alive(self, child: Child) -> None:
+        code = child.exit_code()
+        if code is not None:
+            raise StackError(self.describe_exit(child, code))
+        if self.stop_requested.is_set():
+            raise StackError("stopped before the stack was ready")
+
+    def _wait_ready(self, child: Child, deadline: float) -> None:
+        """Wait for the child's ready line (if any) and then its probe (if any)."""
+        while child.spec.ready_line and child.ready_match is None:
+            self._check_any_alive()
+            if time.monotonic() > deadline:
+                raise StackError(self._timeout_message(child))
+            child.wait_line(_POLL_S)
+        probe = child.spec.probe
+        while probe is not None and not probe():
+            self._check_any_alive()
+            if time.monotonic() > deadline:
+                raise StackError(self._timeout_message(child))
+            time.sleep(_POLL_S)
+        self.announce(f"{child.name} is ready")
+
+    def _check_any_alive(self) -> None:
+        for child in self.children:
+            self._check_alive(child)
+
+    def _wait_grpc_serving(self, child: Child, address: str, deadline: float) -> None:
+        """Poll grpc.health.v1 until the server says SERVING."""
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                self._check_any_alive()
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise StackError(self._timeout_message(child))
+                time.sleep(_POLL_S)
+
+    def _timeout_message(self, child: Child) -> str:
+        return (
+            f"{child.name} was not ready after {self.config.startup_timeout_s:.0f} s;"
+            f" last lines of {child.log_path}:\n{child.tail()}"
+        )
+
+    @staticmethod
+    def describe_exit(child: Child, code: int) -> str:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"{child.name} {how}; last lines of {child.log_path}:\n{child.tail()}"
+
+    # --- running and stopping
+
+    def wait(self) -> Child | None:
+        """Block until a child exits (returned) or `stop_requested` is set (None)."""
+        while not self.stop_requested.is_set():
+            for child in self.children:
+                if child.exit_code() is not None:
+                    return child
+            self.stop_requested.wait(_POLL_S)
+        return None
+
+    def stop(self) -> dict[str, int]:
+        """Stop every child, the last started first; returns each one's exit code."""
+        codes: dict[str, int] = {}
+        for child in reversed(self.children):
+            if child.exit_code() is None:
+                self.announce(f"stopping {child.name}")
+            codes[child.name] = child.stop(self.config.stop_timeout_s)
+        self.children.clear()
+        return codes
+
+
+def _tcp_accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _redis_ping(host: str, port: int) -> bool:
+    """True when a Redis server answers PING (raw RESP, no client library needed)."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _milvus_healthz(metrics_port: int) -> bool:
+    """True when Milvus standalone's /healthz says OK (what the `milvus` package waits for)."""
+    url = f"http://127.0.0.1:{metrics_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return b"OK" in reply.read()
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def exec_milvus_standalone(data_dir: Path, port: int, metrics_port: int) -> None:
+    """Write the configuration of a Milvus standalone server and exec its binary.
+
+    Uses the `milvus` package's own config writer (it also picks free ports for
+    the internal components: etcd, coordinators, nodes) and its bundled
+    binary, unpacked under `data_dir/bin` on first use.
+    """
+    # Imported here: only this launcher needs the (large) `milvus` package.
+    from milvus import MilvusServerConfig, _initialize_data_files
+
+    config = MilvusServerConfig()
+    config.configs.update(data_dir=str(data_dir), proxy_port=port)
+    config.resolve()
+    _initialize_data_files(config.base_data_dir)
+    binary = Path(config.base_data_dir) / "bin" / "milvus"
+    # The embedded etcd would otherwise take the fixed peer port 2380, so two
+    # Milvus servers on one machine (tests, other stacks) could not coexist.
+    etcd_client = f"http://127.0.0.1:{config.get('etcd_port')}"
+    etcd_peer = f"http://127.0.0.1:{free_port()}"
+    etcd_config = Path(config.base_data_dir) / "configs" / "embedEtcd.yaml"
+    etcd_config.write_text(
+        "name: default\n"
+        f"listen-client-urls: {etcd_client}\n"
+        f"advertise-client-urls: {etcd_client}\n"
+        f"listen-peer-urls: {etcd_peer}\n"
+        f"initial-advertise-peer-urls: {etcd_peer}\n"
+        f"initial-cluster: default={etcd_peer}\n",
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ,
+        "ETCD_CONFIG_PATH": str(etcd_config),
+        "DEPLOY_MODE": "STANDALONE",
+        "METRICS_PORT": str(metrics_port),
+        "MILVUS_RUN_DIR": str(Path(config.base_data_dir) / "run"),
+        "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+    }
+    os.chdir(config.base_data_dir)
+    sys.stdout.flush()
+    os.execve(binary, [str(binary), "run", "standalone"], env)  # noqa: S606
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m imgsearch.stack")
+    commands = parser.add_subparsers(dest="command", required=True)
+    standalone = commands.add_parser("milvus-standalone", help="exec a Milvus standalone server")
+    standalone.add_argument("--data-dir", type=Path, required=True)
+    standalone.add_argument("--port", type=int, required=True)
+    standalone.add_argument("--metrics-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    exec_milvus_standalone(args.data_dir.resolve(), args.port, args.metrics_port)
+
+
+if __name__ == "__main__":
+    main()
