@@ -1,0 +1,196 @@
+"""The Redis cache: search results, and image-hash-to-embedding entries.
+
+Results are never served stale after a write through this service: each
+collection has a generation counter in Redis that Insert and Delete increment
+after they change Milvus, and every result key contains the generation it was
+computed under, so a write makes all older results unreachable at once (they
+expire by TTL). If that increment fails (Redis down), this process stops
+reading results until an increment succeeds; other replicas can then serve
+results at most `cache_ttl_s` old, which is the documented bound.
+
+Embeddings depend only on the image bytes and the model, so they are keyed by
+both and never invalidated.
+
+Redis is an optimisation, never a dependency: every call has a short timeout,
+no retries, and after a failure the cache is skipped for `redis_retry_after_s`
+(a circuit breaker), so a dead Redis costs one timeout per interval, not one
+per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import redis.asyncio as redis
+from prometheus_client import CollectorRegistry, Counter
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from imgsearch_search.settings import SearchSettings
+
+_log = logging.getLogger(__name__)
+
+
+class CacheMetrics:
+    """Cache hits, misses and errors, by kind (result or embedding)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lookups = Counter(
+            "search_cache_lookups",
+            "Cache lookups by kind (result, embedding) and outcome (hit, miss, error, skipped).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+
+
+class QueryCache:
+    """Search results and query embeddings in Redis, for one collection and model."""
+
+    def __init__(self, settings: SearchSettings, namespace: str, metrics: CacheMetrics) -> None:
+        self._enabled = settings.cache_enabled
+        self._result_ttl_s = settings.cache_ttl_s
+        self._embedding_ttl_s = settings.embedding_cache_ttl_s
+        self._retry_after_s = settings.redis_retry_after_s
+        self._metrics = metrics
+        # Namespace: which Milvus, database, collection and model the entries describe.
+        digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
+        self._generation_key = f"imgsearch:{digest}:generation"
+        self._result_prefix = f"imgsearch:{digest}:result:"
+        self._embedding_prefix = f"imgsearch:{digest}:embedding:"
+        self._client: redis.Redis | None = None
+        if self._enabled:
+            self._client = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=30,
+            )
+        self._down_until = 0.0
+        self._invalidation_pending = False
+        self.available = self._enabled
+        self.hits = 0
+        self.misses = 0
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    # --- circuit breaker ---------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        return self._client is not None and time.monotonic() >= self._down_until
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        if self.available:
+            _log.warning(
+                "redis cache unavailable; skipping it",
+                extra={"operation": operation, "error": repr(error)},
+            )
+        self.available = False
+        self._down_until = time.monotonic() + self._retry_after_s
+
+    def _succeeded(self) -> None:
+        if not self.available:
+            _log.info("redis cache available again")
+        self.available = True
+
+    async def _command(self, operation: str, *args: Any) -> tuple[bool, Any]:
+        """Run one Redis command; (False, None) when Redis is skipped or failed."""
+        if not self._usable():
+            return False, None
+        assert self._client is not None
+        try:
+            value = await self._client.execute_command(*args)
+        except (RedisError, OSError) as error:
+            self._failed(operation, error)
+            return False, None
+        self._succeeded()
+        return True, value
+
+    # --- generations -------------------------------------------------------------------------
+
+    async def invalidate(self) -> None:
+        """Make every cached result of this collection unreachable (call after a write)."""
+        if self._client is None:
+            return
+        # Even with the breaker open, try: a missed bump must be retried.
+        self._down_until = 0.0
+        ok, _ = await self._command("invalidate", "INCR", self._generation_key)
+        self._invalidation_pending = not ok
+
+    async def _generation(self) -> str | None:
+        if self._invalidation_pending:
+            await self.invalidate()
+            if self._invalidation_pending:
+                return None
+        ok, value = await self._command("generation", "GET", self._generation_key)
+        if not ok:
+            return None
+        return value.decode() if value is not None else "0"
+
+    # --- results -----------------------------------------------------------------------------
+
+    async def get_result(self, query_key: str) -> tuple[str | None, bytes | None]:
+        """(generation, cached payload); generation None means do not cache now."""
+        if self._client is None:
+            return None, None
+        generation = await self._generation()
+        if generation is None:
+            self._metrics.lookups.labels("result", "skipped").inc()
+            return None, None
+        ok, value = await self._command(
+            "get result", "GET", f"{self._result_prefix}{generation}:{query_key}"
+        )
+        if not ok:
+            self._metrics.lookups.labels("result", "error").inc()
+            return None, None
+        if value is None:
+            self.misses += 1
+            self._metrics.lookups.labels("result", "miss").inc()
+            return generation, None
+        self.hits += 1
+        self._metrics.lookups.labels("result", "hit").inc()
+        return generation, bytes(value)
+
+    async def put_result(self, generation: str | None, query_key: str, payload: bytes) -> None:
+        if generation is None:
+            return
+        await self._command(
+            "put result",
+            "SET",
+            f"{self._result_prefix}{generation}:{query_key}",
+            payload,
+            "EX",
+            self._result_ttl_s,
+        )
+
+    # --- embeddings --------------------------------------------------------------------------
+
+    async def get_embedding(self, image_sha256: str, dimension: int) -> np.ndarray | None:
+        ok, value = await self._command(
+            "get embedding", "GET", f"{self._embedding_prefix}{image_sha256}"
+        )
+        if not ok:
+            self._metrics.lookups.labels("embedding", "error").inc()
+            return None
+        if value is None or len(value) != dimension * 4:
+            self._metrics.lookups.labels("embedding", "miss").inc()
+            return None
+        self._metrics.lookups.labels("embedding", "hit").inc()
+        return np.frombuffer(value, dtype="<f4").copy()
+
+    async def put_embedding(self, image_sha256: str, vector: np.ndarray) -> None:
+        await self._command(
+            "put embedding",
+            "SET",
+            f"{self._embedding_prefix}{image_sha256}",
+            vector.astype("<f4").tobytes(),
+            "EX",
+            self._embedding_ttl_s,
+        )

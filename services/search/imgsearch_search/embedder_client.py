@@ -1,0 +1,259 @@
+"""The Search service's client of the Embedder: limits, deadlines, retries, per-image errors.
+
+Embedder statuses become our error taxonomy here, so the Search handlers
+never see a raw `grpc.aio.AioRpcError`:
+
+- UNAVAILABLE (after `retries` retries) -> UnavailableError naming the Embedder;
+- DEADLINE_EXCEEDED -> DeadlineExceededError;
+- RESOURCE_EXHAUSTED (its queue is full; retried like UNAVAILABLE) -> ResourceExhaustedError;
+- INVALID_ARGUMENT -> InvalidArgumentError for that image.
+
+`embed_each` is what Insert uses: it packs images into Embed calls that fit the
+Embedder's advertised limits and, when a call is refused as INVALID_ARGUMENT
+(one bad image fails the Embedder's whole request), embeds that call's images
+one by one so that only the bad ones fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from imgsearch.common.errors import (
+    DeadlineExceededError,
+    ImgsearchError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from imgsearch.common.grpc_runtime import REQUEST_ID_HEADER
+from imgsearch.common.logs import request_id_var
+from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
+# The Embedder names a bad image by its index in *its* request ("images[0]: ..."),
+# which means nothing to our caller; the caller prefixes its own name instead.
+_EMBEDDER_INDEX_RE = re.compile(r"^images\[\d+\]:?\s*")
+_RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+_FIRST_BACKOFF_S = 0.1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What GetModel said about the Embedder's model and limits."""
+
+    model: str
+    dimension: int
+    max_images_per_request: int
+    max_request_bytes: int
+
+
+class Deadline:
+    """An absolute point in monotonic time by which a piece of work must be done."""
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    @classmethod
+    def for_call(cls, context: grpc.aio.ServicerContext | None, default_s: float) -> Deadline:
+        """The caller's deadline when it set one sooner than `default_s`, else `default_s`."""
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is None or remaining > default_s:
+            return cls(default_s)
+        return cls(max(remaining, 0.0))
+
+    def remaining(self) -> float:
+        return self._at - time.monotonic()
+
+    def timeout(self, cap: float | None = None) -> float:
+        """Seconds left (at most `cap`); DeadlineExceededError when none are left."""
+        left = self.remaining()
+        if left <= 0:
+            raise DeadlineExceededError("deadline exceeded before the work could be done")
+        return left if cap is None else min(left, cap)
+
+
+async def run_all(coroutines: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run coroutines concurrently; on failure cancel the rest and raise the first error.
+
+    Unlike a bare TaskGroup this raises the error itself, not an ExceptionGroup,
+    so the server interceptor can map it to its status.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coroutine in coroutines:
+                group.create_task(coroutine)
+    except BaseExceptionGroup as errors:
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    """Forward our request id so one request can be followed across services."""
+    request_id = request_id_var.get()
+    return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
+
+
+class EmbedderClient:
+    """A grpc.aio channel to one Embedder address (a headless Service spreads over pods)."""
+
+    def __init__(self, address: str, retries: int, max_message_bytes: int) -> None:
+        self.address = address
+        self._retries = retries
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                # Spread calls over every Embedder pod a DNS name resolves to.
+                ("grpc.lb_policy_name", "round_robin"),
+                ("grpc.keepalive_time_ms", 60_000),
+            ],
+        )
+        self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
+        self.info: ModelInfo | None = None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _translate(self, error: grpc.aio.AioRpcError, what: str) -> ImgsearchError:
+        code, details = error.code(), error.details() or ""
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return InvalidArgumentError(_EMBEDDER_INDEX_RE.sub("", details, count=1))
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceededError(f"the Embedder did not finish {what} in time")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ResourceExhaustedError(f"the Embedder is overloaded: {details}")
+        return UnavailableError(
+            f"the Embedder at {self.address} is unavailable for {what}: {code.name}: {details}"
+        )
+
+    async def _call(self, method: str, request: Any, deadline: Deadline, what: str) -> Any:
+        """One unary call with bounded retries on UNAVAILABLE and RESOURCE_EXHAUSTED."""
+        stub_method = getattr(self._stub, method)
+        backoff = _FIRST_BACKOFF_S
+        for attempt in range(self._retries + 1):
+            try:
+                return await stub_method(request, timeout=deadline.timeout(), metadata=_metadata())
+            except grpc.aio.AioRpcError as error:
+                last_attempt = attempt == self._retries or deadline.remaining() <= backoff
+                if error.code() not in _RETRIED_CODES or last_attempt:
+                    raise self._translate(error, what) from None
+            await asyncio.sleep(backoff)
+            backoff *= 2
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def get_model(self, deadline: Deadline) -> ModelInfo:
+        """Ask the Embedder for its model and limits; remembered in `self.info`."""
+        reply = await self._call("GetModel", embedder_pb2.GetModelRequest(), deadline, "GetModel")
+        if not reply.model or reply.dimension == 0:
+            raise UnavailableError(
+                f"the Embedder at {self.address} reported no model (model={reply.model!r},"
+                f" dimension={reply.dimension})"
+            )
+        self.info = ModelInfo(
+            model=reply.model,
+            dimension=reply.dimension,
+            max_images_per_request=max(1, reply.max_images_per_request),
+            max_request_bytes=max(1, reply.max_request_bytes),
+        )
+        return self.info
+
+    def _require_info(self) -> ModelInfo:
+        if self.info is None:
+            raise UnavailableError(f"the Embedder at {self.address} has not been reached yet")
+        return self.info
+
+    async def embed(self, images: Sequence[bytes], deadline: Deadline) -> tuple[np.ndarray, str]:
+        """Embed `images` in one Embed call: (n x dimension float32 matrix, model name)."""
+        info = self._require_info()
+        reply = await self._call(
+            "Embed", embedder_pb2.EmbedRequest(images=list(images)), deadline, "Embed"
+        )
+        if len(reply.embeddings) != len(images):
+            raise UnavailableError(
+                f"the Embedder returned {len(reply.embeddings)} embeddings for {len(images)} images"
+            )
+        vectors = np.array([e.vector for e in reply.embeddings], dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != info.dimension:
+            raise UnavailableError(
+                f"the Embedder returned vectors of shape {vectors.shape}, expected"
+                f" (n, {info.dimension}); has its model changed?"
+            )
+        return vectors, reply.model
+
+    def plan_calls(self, images: Sequence[bytes]) -> tuple[list[list[int]], dict[int, str]]:
+        """Group image indexes into Embed calls within the Embedder's limits.
+
+        Returns the groups and, for images that can never fit (over the byte
+        limit on their own), why.
+        """
+        info = self._require_info()
+        groups: list[list[int]] = []
+        too_big: dict[int, str] = {}
+        current: list[int] = []
+        current_bytes = 0
+        for index, image in enumerate(images):
+            size = len(image)
+            if size > info.max_request_bytes:
+                too_big[index] = (
+                    f"image is {size} bytes, over the Embedder's limit of"
+                    f" {info.max_request_bytes} bytes"
+                )
+                continue
+            if current and (
+                len(current) >= info.max_images_per_request
+                or current_bytes + size > info.max_request_bytes
+            ):
+                groups.append(current)
+                current, current_bytes = [], 0
+            current.append(index)
+            current_bytes += size
+        if current:
+            groups.append(current)
+        return groups, too_big
+
+    async def embed_each(
+        self, images: Sequence[bytes], deadline: Deadline, concurrency: int
+    ) -> tuple[list[np.ndarray | ImgsearchError], set[str]]:
+        """Embed every image: one result per image, in order, a vector or that image's error.
+
+        Only errors that belong to one image (INVALID_ARGUMENT) are returned
+        per image; anything else (Embedder unreachable, deadline) is raised,
+        because it says nothing about the image. Also returns the model names
+        the Embedder reported, so the caller can refuse vectors of another model.
+        """
+        results: list[np.ndarray | ImgsearchError | None] = [None] * len(images)
+        models: set[str] = set()
+        groups, too_big = self.plan_calls(images)
+        for index, reason in too_big.items():
+            results[index] = InvalidArgumentError(reason)
+        limiter = asyncio.Semaphore(concurrency)
+
+        async def run(group: list[int]) -> None:
+            try:
+                async with limiter:
+                    vectors, model = await self.embed([images[i] for i in group], deadline)
+            except InvalidArgumentError as error:
+                if len(group) == 1:
+                    results[group[0]] = error
+                    return
+                # One bad image fails the whole call: find which, one by one.
+                await run_all([run([index]) for index in group])
+                return
+            models.add(model)
+            for index, vector in zip(group, vectors, strict=True):
+                results[index] = vector
+
+        await run_all([run(group) for group in groups])
+        done = [result for result in results if result is not None]
+        assert len(done) == len(images), "every image gets a vector or an error"
+        return done, models

@@ -1,0 +1,356 @@
+"""The Search gRPC servicer: Insert (Embed+Insert), Search, Get, Delete and Stats.
+
+Handlers validate at the boundary and raise `imgsearch.common.errors` types;
+the server interceptor turns those into statuses. Dependencies (Embedder,
+Milvus, Redis) are reached through `EmbedderClient`, `MilvusStore` and
+`QueryCache`, which already speak that error taxonomy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from imgsearch.common.errors import (
+    FailedPreconditionError,
+    ImgsearchError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from imgsearch.v1 import search_pb2, search_pb2_grpc
+from imgsearch_search.cache import QueryCache
+from imgsearch_search.embedder_client import Deadline, EmbedderClient
+from imgsearch_search.settings import SearchSettings
+from imgsearch_search.store import MilvusStore, ScoredRow
+from imgsearch_search.validation import (
+    check_id,
+    check_ids,
+    check_labels,
+    check_uri,
+    content_id,
+    parse_filter,
+)
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A validated SearchRequest."""
+
+    kind: str  # image, id or vector
+    top_k: int
+    expression: str
+    min_score: float | None
+    cache_key: str
+    image: bytes = b""
+    item_id: str = ""
+    vector: np.ndarray | None = None
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def _hit(row: ScoredRow) -> search_pb2.Hit:
+    # Cosine similarity of unit vectors can come back a hair outside [-1, 1].
+    return search_pb2.Hit(
+        id=row.id, score=min(1.0, max(-1.0, row.score)), uri=row.uri, labels=row.labels
+    )
+
+
+class SearchService(search_pb2_grpc.SearchServicer):
+    """Implements imgsearch.v1.Search over an Embedder, a Milvus collection and Redis."""
+
+    def __init__(
+        self,
+        settings: SearchSettings,
+        embedder: EmbedderClient,
+        store: MilvusStore,
+        cache: QueryCache,
+    ) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._store = store
+        self._cache = cache
+        self.ready = False  # set by the server once the collection and Embedder are known
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise UnavailableError(
+                "the Search service is starting: waiting for the Embedder and Milvus"
+            )
+
+    def _deadline(self, context: grpc.aio.ServicerContext, default_s: float) -> Deadline:
+        return Deadline.for_call(context, default_s)
+
+    # --- Insert ------------------------------------------------------------------------------
+
+    async def Insert(
+        self, request: search_pb2.InsertRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.InsertResponse:
+        self._require_ready()
+        items = request.items
+        limit = self._settings.max_insert_items
+        if not items:
+            raise InvalidArgumentError("items is empty: give at least one item")
+        if len(items) > limit:
+            raise InvalidArgumentError(
+                f"items has {len(items)} items, over the limit of {limit} per request"
+            )
+        deadline = self._deadline(
+            context, self._settings.embedder_timeout_s + self._settings.milvus_timeout_s
+        )
+        info = self._store.info
+        assert info is not None
+
+        ids: list[str] = []
+        failures: dict[int, ImgsearchError] = {}
+        first_index: dict[str, int] = {}
+        for index, item in enumerate(items):
+            item_id = item.id or (content_id(item.image) if item.image else "")
+            ids.append(item_id)
+            where = f"items[{index}]"
+            try:
+                if item.id:
+                    check_id(item.id, f"{where}.id")
+                if not item.image:
+                    raise InvalidArgumentError(f"{where}.image is empty")
+                check_uri(item.uri, f"{where}.uri")
+                check_labels(item.labels, f"{where}.labels")
+                if item_id in first_index:
+                    raise InvalidArgumentError(
+                        f"{where}.id {item_id[:80]!r} repeats items[{first_index[item_id]}]"
+                        " in the same request"
+                    )
+            except InvalidArgumentError as error:
+                failures[index] = error
+                continue
+            first_index[item_id] = index
+
+        todo = [index for index in range(len(items)) if index not in failures]
+        rows: list[dict[str, Any]] = []
+        if todo:
+            results, models = await self._embedder.embed_each(
+                [items[i].image for i in todo], deadline, self._settings.embed_concurrency
+            )
+            if models - {info.model}:
+                raise FailedPreconditionError(
+                    f"the Embedder now serves model {sorted(models)} but collection"
+                    f" {info.name!r} holds {info.model!r}; nothing was stored"
+                )
+            for index, result in zip(todo, results, strict=True):
+                if isinstance(result, ImgsearchError):
+                    failures[index] = type(result)(f"items[{index}].image: {result.message}")
+                    continue
+                item = items[index]
+                rows.append(
+                    {
+                        "id": ids[index],
+                        "vector": result.tolist(),
+                        "uri": item.uri,
+                        "labels": dict(item.labels),
+                        "content_sha256": hashlib.sha256(item.image).hexdigest(),
+                        "model": info.model,
+                    }
+                )
+        if rows:
+            await self._store.upsert(rows, deadline.timeout())
+            await self._cache.invalidate()
+
+        results_pb = []
+        for index, item_id in enumerate(ids):
+            failure = failures.get(index)
+            if failure is None:
+                results_pb.append(search_pb2.ItemResult(id=item_id, code=0))
+            else:
+                results_pb.append(
+                    search_pb2.ItemResult(
+                        id=item_id, code=failure.code.value[0], message=failure.message
+                    )
+                )
+        return search_pb2.InsertResponse(results=results_pb, inserted=len(rows))
+
+    # --- Search ------------------------------------------------------------------------------
+
+    def _parse_query(self, request: search_pb2.SearchRequest) -> _Query:
+        settings = self._settings
+        info = self._store.info
+        assert info is not None
+        top_k = request.top_k or settings.default_top_k
+        if top_k > settings.max_top_k:
+            raise InvalidArgumentError(
+                f"top_k is {request.top_k}, over the limit of {settings.max_top_k}"
+            )
+        label_filter = parse_filter(request.filter)
+        min_score: float | None = None
+        if request.HasField("min_score"):
+            min_score = request.min_score
+            if not math.isfinite(min_score):
+                raise InvalidArgumentError(f"min_score is {min_score}; give a number in [-1, 1]")
+        identity: dict[str, Any] = {
+            "top_k": top_k,
+            "filter": label_filter.canonical if label_filter else "",
+            "min_score": None if min_score is None else float(np.float32(min_score)),
+        }
+        kind = request.WhichOneof("query")
+        image, item_id, vector = b"", "", None
+        if kind == "image":
+            image = request.image
+            if not image:
+                raise InvalidArgumentError("image is empty")
+            identity["image"] = hashlib.sha256(image).hexdigest()
+        elif kind == "id":
+            item_id = request.id
+            check_id(item_id)
+            identity["id"] = item_id
+        elif kind == "vector":
+            values = np.asarray(request.vector.values, dtype=np.float32)
+            if values.shape[0] != info.dimension:
+                raise InvalidArgumentError(
+                    f"vector has {values.shape[0]} values; the collection holds"
+                    f" {info.dimension}-d vectors of model {info.model!r}"
+                )
+            if not np.all(np.isfinite(values)):
+                raise InvalidArgumentError("vector contains NaN or infinite values")
+            if not np.any(values):
+                raise InvalidArgumentError("vector is all zeros; it has no direction to search")
+            vector = _unit(values)
+            identity["vector"] = hashlib.sha256(vector.tobytes()).hexdigest()
+        else:
+            raise InvalidArgumentError("query is missing: set one of image, id or vector")
+        cache_key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return _Query(
+            kind=kind,
+            top_k=top_k,
+            expression=label_filter.milvus_expression() if label_filter else "",
+            min_score=min_score,
+            cache_key=cache_key,
+            image=image,
+            item_id=item_id,
+            vector=vector,
+        )
+
+    async def _embed_query(self, image: bytes, deadline: Deadline) -> np.ndarray:
+        info = self._store.info
+        assert info is not None
+        digest = hashlib.sha256(image).hexdigest()
+        cached = await self._cache.get_embedding(digest, info.dimension)
+        if cached is not None:
+            return cached
+        try:
+            vectors, model = await self._embedder.embed([image], deadline)
+        except InvalidArgumentError as error:
+            raise InvalidArgumentError(f"image: {error.message}") from None
+        if model != info.model:
+            raise FailedPreconditionError(
+                f"the Embedder now serves model {model!r} but collection {info.name!r} holds"
+                f" {info.model!r}"
+            )
+        await self._cache.put_embedding(digest, vectors[0])
+        return vectors[0]
+
+    async def Search(
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.SearchResponse:
+        self._require_ready()
+        query = self._parse_query(request)
+        deadline = self._deadline(
+            context, self._settings.embedder_timeout_s + self._settings.milvus_timeout_s
+        )
+        generation, cached = await self._cache.get_result(query.cache_key)
+        if cached is not None:
+            response = search_pb2.SearchResponse.FromString(cached)
+            response.cached = True
+            return response
+
+        first: search_pb2.Hit | None = None
+        if query.kind == "image":
+            vector = await self._embed_query(query.image, deadline)
+        elif query.kind == "id":
+            found = await self._store.get([query.item_id], True, deadline.timeout())
+            row = found.get(query.item_id)
+            if row is None or row.vector is None:
+                raise NotFoundError(f"id {query.item_id[:80]!r} is not in the collection")
+            vector = _unit(np.asarray(row.vector, dtype=np.float32))
+            # The item itself is the best match by definition: always first.
+            first = search_pb2.Hit(id=row.id, score=1.0, uri=row.uri, labels=row.labels)
+        else:
+            assert query.vector is not None
+            vector = query.vector
+
+        limit = query.top_k + (1 if first is not None else 0)
+        rows = await self._store.search(
+            vector.tolist(), limit, query.expression, deadline.timeout()
+        )
+        hits = [_hit(row) for row in rows if first is None or row.id != first.id]
+        if first is not None:
+            hits.insert(0, first)
+        if query.min_score is not None:
+            hits = [hit for hit in hits if hit.score >= query.min_score]
+        response = search_pb2.SearchResponse(hits=hits[: query.top_k])
+        await self._cache.put_result(generation, query.cache_key, response.SerializeToString())
+        return response
+
+    # --- Get, Delete, Stats ------------------------------------------------------------------
+
+    async def Get(
+        self, request: search_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.GetResponse:
+        self._require_ready()
+        ids = check_ids(request.ids)
+        deadline = self._deadline(context, self._settings.milvus_timeout_s)
+        found = await self._store.get(ids, request.include_vectors, deadline.timeout())
+        response = search_pb2.GetResponse()
+        for item_id in ids:
+            row = found.get(item_id)
+            if row is None:
+                response.missing_ids.append(item_id)
+                continue
+            response.items.append(
+                search_pb2.StoredItem(
+                    id=row.id,
+                    uri=row.uri,
+                    labels=row.labels,
+                    content_sha256=row.content_sha256,
+                    model=row.model,
+                    vector=row.vector or [],
+                )
+            )
+        return response
+
+    async def Delete(
+        self, request: search_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.DeleteResponse:
+        self._require_ready()
+        ids = check_ids(request.ids)
+        deadline = self._deadline(context, self._settings.milvus_timeout_s)
+        deleted = await self._store.delete(ids, deadline.timeout())
+        if deleted:
+            await self._cache.invalidate()
+        return search_pb2.DeleteResponse(deleted=deleted)
+
+    async def Stats(
+        self, request: search_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.StatsResponse:
+        self._require_ready()
+        info = self._store.info
+        assert info is not None
+        deadline = self._deadline(context, self._settings.milvus_timeout_s)
+        count = await self._store.count(deadline.timeout())
+        return search_pb2.StatsResponse(
+            item_count=count,
+            dimension=info.dimension,
+            model=info.model,
+            index_type=info.index_type,
+            metric_type=info.metric_type,
+            cache_hits=self._cache.hits,
+            cache_misses=self._cache.misses,
+            collection=info.name,
+            cache_available=self._cache.available,
+        )

@@ -1,0 +1,393 @@
+"""The image collection in Milvus: schema, index, and the reads and writes Search needs.
+
+pymilvus' `MilvusClient` is synchronous; every call runs on a small thread pool
+so the event loop never blocks (its async client cannot create an index on
+Milvus Lite, whose server lacks the AllocTimestamp RPC it waits with). The
+same code runs against Milvus standalone/distributed and the Milvus Lite
+server; where they differ (JSON `in`, missing JSON keys, delete counts, row
+statistics) the store only uses what behaves the same on both.
+
+Every expression sent to Milvus is built from quoted literals
+(`validation.milvus_literal`); pymilvus' own get/delete by id are not used
+because they paste ids between quotes unescaped.
+
+Writes go through one asyncio lock per process: Milvus Lite does not support
+concurrent writers to a collection, and it keeps Delete's "how many were
+stored" count exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from imgsearch.common.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    ImgsearchError,
+    UnavailableError,
+)
+from imgsearch_search.settings import SearchSettings
+from imgsearch_search.validation import (
+    MAX_ID_BYTES,
+    MAX_URI_BYTES,
+    ids_expression,
+)
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Collection properties written at creation: what the vectors mean.
+MODEL_PROPERTY = "imgsearch.model"
+SCHEMA_PROPERTY = "imgsearch.schema"
+SCHEMA_VERSION = "1"
+VECTOR_FIELD = "vector"
+MAX_MODEL_BYTES = 256
+STORED_FIELDS = ("id", "uri", "labels", "content_sha256", "model")
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """The collection as it exists in Milvus."""
+
+    name: str
+    model: str
+    dimension: int
+    index_type: str
+    metric_type: str
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """One stored item (vector only when asked for)."""
+
+    id: str
+    uri: str
+    labels: dict[str, str]
+    content_sha256: str
+    model: str
+    vector: list[float] | None
+
+
+@dataclass(frozen=True)
+class ScoredRow:
+    """One search hit as Milvus returned it."""
+
+    id: str
+    score: float
+    uri: str
+    labels: dict[str, str]
+
+
+def _row(entity: Mapping[str, Any], with_vector: bool) -> StoredRow:
+    vector = entity.get(VECTOR_FIELD) if with_vector else None
+    return StoredRow(
+        id=str(entity["id"]),
+        uri=str(entity.get("uri") or ""),
+        labels={str(k): str(v) for k, v in (entity.get("labels") or {}).items()},
+        content_sha256=str(entity.get("content_sha256") or ""),
+        model=str(entity.get("model") or ""),
+        vector=[float(x) for x in vector] if vector is not None else None,
+    )
+
+
+class MilvusStore:
+    """One collection of image embeddings in one Milvus."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self._settings = settings
+        self._client: MilvusClient | None = None
+        # Enough threads for concurrent searches; Milvus does the real work.
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="milvus")
+        self._write_lock = asyncio.Lock()
+        self.info: CollectionInfo | None = None
+
+    @property
+    def where(self) -> str:
+        return f"Milvus at {self._settings.milvus_uri}"
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking pymilvus call on the pool; map its failures to our errors."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, functools.partial(function, *args, **kwargs)
+            )
+        except ImgsearchError:
+            raise
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceededError(f"{self.where} did not finish {what} in time") from None
+            raise UnavailableError(f"{self.where} failed {what}: {error}") from None
+        except MilvusException as error:
+            # The dependency failed (unreachable, timed out, refused); our own
+            # requests are validated before they get here.
+            raise UnavailableError(f"{self.where} failed {what}: {error.message}") from None
+
+    def _require_client(self) -> MilvusClient:
+        if self._client is None:
+            raise UnavailableError(f"{self.where} has not been connected yet")
+        return self._client
+
+    def _timeout(self, timeout_s: float | None) -> float:
+        cap = self._settings.milvus_timeout_s
+        if timeout_s is None:
+            return cap
+        if timeout_s <= 0:
+            raise DeadlineExceededError("deadline exceeded before Milvus could be asked")
+        return min(timeout_s, cap)
+
+    def _require_info(self) -> CollectionInfo:
+        if self.info is None:
+            raise UnavailableError(f"the collection in {self.where} is not ready yet")
+        return self.info
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the connection (for a local path, this starts Milvus Lite)."""
+        if self._client is not None:
+            return
+        settings = self._settings
+
+        def open_client() -> MilvusClient:
+            return MilvusClient(
+                uri=settings.milvus_uri,
+                token=settings.milvus_token,
+                db_name=settings.milvus_db,
+                timeout=settings.milvus_timeout_s,
+                dedicated=True,  # our own channel, closed by our close()
+            )
+
+        self._client = await self._run("connect", open_client)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(self._executor, client.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _index_params(self, client: MilvusClient) -> Any:
+        settings = self._settings
+        params: dict[str, Any] = {}
+        if settings.index_type == "HNSW":
+            params = {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
+        elif settings.index_type == "IVF_FLAT":
+            params = {"nlist": settings.nlist}
+        index = client.prepare_index_params()
+        index.add_index(
+            field_name=VECTOR_FIELD,
+            index_type=settings.index_type,
+            metric_type=settings.metric_type,
+            params=params,
+        )
+        return index
+
+    def _create(self, client: MilvusClient, model: str, dimension: int) -> None:
+        name = self._settings.collection
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+        schema.add_field("uri", DataType.VARCHAR, max_length=MAX_URI_BYTES)
+        schema.add_field("labels", DataType.JSON)
+        schema.add_field("content_sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("model", DataType.VARCHAR, max_length=MAX_MODEL_BYTES)
+        client.create_collection(
+            name,
+            schema=schema,
+            consistency_level=self._settings.consistency_level,
+            properties={MODEL_PROPERTY: model, SCHEMA_PROPERTY: SCHEMA_VERSION},
+        )
+        _log.info(
+            "created collection",
+            extra={"collection": name, "model": model, "dimension": dimension},
+        )
+
+    def _ensure(self, model: str, dimension: int) -> CollectionInfo:
+        """Create the collection and its index if missing; check that it fits the model."""
+        client = self._require_client()
+        name = self._settings.collection
+        if not client.has_collection(name):
+            self._create(client, model, dimension)
+        description = client.describe_collection(name)
+        properties = description.get("properties") or {}
+        stored_model = str(properties.get(MODEL_PROPERTY, ""))
+        vector_fields = [f for f in description["fields"] if f["name"] == VECTOR_FIELD]
+        if not vector_fields or not stored_model:
+            raise FailedPreconditionError(
+                f"collection {name!r} in {self.where} was not created by imgsearch (no"
+                f" {VECTOR_FIELD!r} field or {MODEL_PROPERTY!r} property); pick another"
+                " collection name"
+            )
+        stored_dimension = int(vector_fields[0]["params"]["dim"])
+        if stored_model != model or stored_dimension != dimension:
+            raise FailedPreconditionError(
+                f"collection {name!r} holds {stored_dimension}-d vectors of model"
+                f" {stored_model!r} but the Embedder serves {dimension}-d vectors of model"
+                f" {model!r}; vectors of different models are not comparable: use another"
+                " collection name or the matching Embedder"
+            )
+        if VECTOR_FIELD not in client.list_indexes(name, field_name=VECTOR_FIELD):
+            # sync=False: Milvus Lite cannot wait for index builds the pymilvus
+            # way; load_collection below waits on both back ends.
+            client.create_index(name, self._index_params(client), sync=False)
+        client.load_collection(name)
+        index = client.describe_index(name, VECTOR_FIELD)
+        return CollectionInfo(
+            name=name,
+            model=stored_model,
+            dimension=stored_dimension,
+            index_type=str(index.get("index_type", "")),
+            metric_type=str(index.get("metric_type", "")),
+        )
+
+    async def ensure_collection(self, model: str, dimension: int) -> CollectionInfo:
+        async with self._write_lock:
+            self.info = await self._run("create the collection", self._ensure, model, dimension)
+        return self.info
+
+    async def ping(self, timeout_s: float) -> None:
+        """Cheap round trip that fails when Milvus or the collection is gone."""
+        client = self._require_client()
+        loaded = await self._run(
+            "a health check",
+            client.get_load_state,
+            self._settings.collection,
+            timeout=self._timeout(timeout_s),
+        )
+        state = str(loaded.get("state", ""))
+        if "Loaded" not in state:
+            raise UnavailableError(
+                f"collection {self._settings.collection!r} in {self.where} is {state}"
+            )
+
+    # --- data -------------------------------------------------------------------------------
+
+    async def upsert(self, rows: Sequence[dict[str, Any]], timeout_s: float | None) -> None:
+        """Insert or replace rows (all or none: one upsert call)."""
+        if not rows:
+            return
+        client = self._require_client()
+        async with self._write_lock:
+            await self._run(
+                "the upsert",
+                client.upsert,
+                self._require_info().name,
+                list(rows),
+                timeout=self._timeout(timeout_s),
+            )
+
+    def _search_params(self, top_k: int) -> dict[str, Any]:
+        info = self._require_info()
+        settings = self._settings
+        params: dict[str, Any] = {}
+        if info.index_type == "HNSW":
+            params = {"ef": max(settings.hnsw_ef, top_k)}
+        elif info.index_type == "IVF_FLAT":
+            params = {"nprobe": settings.nprobe}
+        return {"metric_type": info.metric_type, "params": params}
+
+    async def search(
+        self, vector: Sequence[float], top_k: int, expression: str, timeout_s: float | None
+    ) -> list[ScoredRow]:
+        """The top_k stored items nearest to `vector` that match `expression`, best first."""
+        client = self._require_client()
+        info = self._require_info()
+        result = await self._run(
+            "the search",
+            client.search,
+            info.name,
+            data=[list(vector)],
+            anns_field=VECTOR_FIELD,
+            limit=top_k,
+            filter=expression,
+            output_fields=["uri", "labels"],
+            search_params=self._search_params(top_k),
+            timeout=self._timeout(timeout_s),
+        )
+        hits = []
+        for hit in result[0]:
+            entity = hit.get("entity") or {}
+            hits.append(
+                ScoredRow(
+                    id=str(hit["id"]),
+                    score=float(hit["distance"]),
+                    uri=str(entity.get("uri") or ""),
+                    labels={str(k): str(v) for k, v in (entity.get("labels") or {}).items()},
+                )
+            )
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits
+
+    async def get(
+        self, ids: Sequence[str], with_vectors: bool, timeout_s: float | None
+    ) -> dict[str, StoredRow]:
+        """Stored rows among `ids`, keyed by id (ids not stored are absent)."""
+        client = self._require_client()
+        unique = list(dict.fromkeys(ids))
+        fields = [*STORED_FIELDS, VECTOR_FIELD] if with_vectors else list(STORED_FIELDS)
+        rows = await self._run(
+            "the lookup by id",
+            client.query,
+            self._require_info().name,
+            filter=ids_expression(unique),
+            output_fields=fields,
+            limit=len(unique),
+            timeout=self._timeout(timeout_s),
+        )
+        return {str(row["id"]): _row(row, with_vectors) for row in rows}
+
+    async def delete(self, ids: Sequence[str], timeout_s: float | None) -> int:
+        """Delete `ids`; returns how many of them were stored."""
+        client = self._require_client()
+        info = self._require_info()
+        unique = list(dict.fromkeys(ids))
+        async with self._write_lock:
+            present = await self._run(
+                "the lookup by id",
+                client.query,
+                info.name,
+                filter=ids_expression(unique),
+                output_fields=["id"],
+                limit=len(unique),
+                timeout=self._timeout(timeout_s),
+            )
+            present_ids = [str(row["id"]) for row in present]
+            if present_ids:
+                await self._run(
+                    "the delete",
+                    client.delete,
+                    info.name,
+                    filter=ids_expression(present_ids),
+                    timeout=self._timeout(timeout_s),
+                )
+        return len(present_ids)
+
+    async def count(self, timeout_s: float | None) -> int:
+        """Number of stored items (count(*), Strong: exact on both back ends, unlike row stats)."""
+        client = self._require_client()
+        rows = await self._run(
+            "the count",
+            client.query,
+            self._require_info().name,
+            filter="",
+            output_fields=["count(*)"],
+            # Milvus 2.3 leaves deletes out of count(*) under Session consistency.
+            consistency_level="Strong",
+            timeout=self._timeout(timeout_s),
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
