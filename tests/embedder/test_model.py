@@ -94,3 +94,38 @@ def test_frozen_cpu_model_matches_eager(model: EmbeddingModel) -> None:
     eager = EmbeddingModel(EmbedderSettings(cpu_freeze=False))
     images = [PRE(jpeg(name), 0) for name in ("rocket", "astronaut")]
     np.testing.assert_allclose(model.embed_batch(images), eager.embed_batch(images), atol=1e-4)
+
+
+def test_a_torchvision_model_with_local_weights_loads(tmp_path: Path) -> None:
+    import torchvision
+
+    path = tmp_path / "resnet18-tv.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    model = EmbeddingModel(EmbedderSettings(model="torchvision:resnet18", weights=path))
+    assert (model.spec.name, model.spec.dimension) == ("resnet18-avg", 512)
+    vectors = model.embed_batch([PRE(jpeg("coffee"), 0), PRE(jpeg("rocket"), 0)])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_torchscript_file_loads_and_its_dimension_is_checked(tmp_path: Path) -> None:
+    import timm
+
+    trunk = timm.create_model("resnet18", pretrained=False).eval()
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.trunk.forward_features(images)
+
+    path = tmp_path / "trunk.pt"
+    torch.jit.save(torch.jit.trace(Features().eval(), torch.zeros(1, 3, 224, 224)), str(path))
+    model = EmbeddingModel(EmbedderSettings(model="torchscript", weights=path))
+    assert model.spec.dimension == 512
+    assert model.embed_batch([PRE(jpeg("coffee"), 0)]).shape == (1, 512)
+    with pytest.raises(ModelLoadError, match="yields 512 features, expected 1280"):
+        EmbeddingModel(
+            EmbedderSettings(model="torchscript", weights=path, embedding_dimension=1280)
+        )
