@@ -440,8 +440,7 @@ def up_command(
                 _err.print("imgsearch up: stopped during start-up", markup=False)
                 return
             _err.print(f"imgsearch up: {exc}", markup=False)
-            exit_code = EXIT_FAILED
-            return
+            raise typer.Exit(EXIT_FAILED) from None
         search_host, _, search_port_text = addresses.search.rpartition(":")
         embedder_host, _, embedder_port_text = addresses.embedder.rpartition(":")
         if as_json:

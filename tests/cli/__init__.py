@@ -1,0 +1,1 @@
+"""Tests of the `imgsearch` CLI, the Python client and the local stack (`imgsearch up`)."""

@@ -1,0 +1,136 @@
+"""`imgsearch up`: every child stops on SIGTERM, and a dying child stops the rest; no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import IMGSEARCH, run_cli, start_up
+from tests.fixtures.processes import ChildProcess
+
+pytestmark = pytest.mark.slow
+
+
+def _process_table() -> tuple[dict[int, int], dict[int, str]]:
+    """pid -> parent pid, and pid -> command line, of every process."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses; fields follow the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        commands[int(entry)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    return parents, commands
+
+
+def all_processes() -> dict[int, str]:
+    return _process_table()[1]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid` (children in other process groups included): pid -> cmdline."""
+    parents, commands = _process_table()
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                found[child] = commands[child]
+                frontier.append(child)
+    return found
+
+
+def alive(pids: dict[int, str]) -> dict[int, str]:
+    """The ones still running (zombies count as gone: they hold no resources)."""
+    running = {}
+    for pid, command in pids.items():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running[pid] = command
+    return running
+
+
+def wait_exit(child: ChildProcess, timeout: float) -> int:
+    try:
+        return child.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"imgsearch up did not exit within {timeout} s:\n{child.tail()}")
+
+
+def test_sigterm_stops_every_child(tmp_path: Path) -> None:
+    up, address = start_up(tmp_path / "stack")
+    try:
+        tree = descendants(up.proc.pid)
+        names = " ".join(tree.values())
+        for expected in ("redis-server", "milvus_lite", "imgsearch_embedder", "imgsearch_search"):
+            assert expected in names, tree
+        assert run_cli(["health"], address).code == 0
+        # SIGTERM to `imgsearch up` alone, as a service manager would send it.
+        os.kill(up.proc.pid, signal.SIGTERM)
+        assert wait_exit(up, 90) == 0, up.tail()
+        assert alive(tree) == {}
+        assert run_cli(["health"], address).code == 3
+    finally:
+        up.stop()
+
+
+def test_dead_child_is_reported_and_the_others_stopped(tmp_path: Path) -> None:
+    # The real Milvus standalone server this time, so its launcher is covered too.
+    up, address = start_up(tmp_path / "stack", "--milvus", "standalone")
+    try:
+        tree = descendants(up.proc.pid)
+        assert any("milvus run standalone" in command for command in tree.values()), tree
+        stats = run_cli(["stats", "--json"], address)
+        assert stats.code == 0, stats.stderr
+        redis = [pid for pid, command in tree.items() if command.startswith("redis-server")]
+        assert len(redis) == 1, tree
+        os.kill(redis[0], signal.SIGKILL)
+        assert wait_exit(up, 90) == 1
+        output = "\n".join(up.lines)
+        assert "imgsearch up: redis was killed by signal 9; last lines of" in output
+        assert "redis.log" in output
+        assert "stopping the other services" in output
+        assert alive(tree) == {}
+    finally:
+        up.stop()
+
+
+def test_startup_failure_names_the_child(tmp_path: Path) -> None:
+    """A child that cannot start (its port taken) is reported with its log, nothing left behind."""
+    data_dir = tmp_path / "stack"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [*IMGSEARCH, "up", "--data-dir", str(data_dir), "--embedder-port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "imgsearch up: embedder exited with code" in proc.stderr
+    assert str(data_dir / "logs" / "embedder.log") in proc.stderr
+    # Redis and Milvus were already running: they must be gone too.
+    time.sleep(0.5)
+    leftovers = {
+        pid: command for pid, command in alive(all_processes()).items() if str(data_dir) in command
+    }
+    assert leftovers == {}
