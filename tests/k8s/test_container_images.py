@@ -105,3 +105,14 @@ def test_build_images_without_a_docker_engine_says_so_and_fails(tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode != 0
     assert "needs a Docker engine" in done.stderr
+
+
+def test_image_and_tool_scripts_pass_shellcheck(k8s_tools: Path) -> None:
+    scripts = [BUILD_IMAGES, REPO / "scripts" / "setup-k8s-tools.sh"]
+    done = subprocess.run(
+        [str(k8s_tools / "shellcheck"), "--severity=style", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
