@@ -30,6 +30,7 @@ from imgsearch_search.embedder_client import Deadline, EmbedderClient
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore, ScoredRow
 from imgsearch_search.validation import (
+    LabelFilter,
     check_id,
     check_ids,
     check_labels,
@@ -45,7 +46,7 @@ class _Query:
 
     kind: str  # image, id or vector
     top_k: int
-    expression: str
+    label_filter: LabelFilter | None
     min_score: float | None
     cache_key: str
     image: bytes = b""
@@ -228,7 +229,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         return _Query(
             kind=kind,
             top_k=top_k,
-            expression=label_filter.milvus_expression() if label_filter else "",
+            label_filter=label_filter,
             min_score=min_score,
             cache_key=cache_key,
             image=image,
@@ -278,17 +279,19 @@ class SearchService(search_pb2_grpc.SearchServicer):
             if row is None or row.vector is None:
                 raise NotFoundError(f"id {query.item_id[:80]!r} is not in the collection")
             vector = _unit(np.asarray(row.vector, dtype=np.float32))
-            # The item itself is the best match by definition: always first.
-            first = search_pb2.Hit(id=row.id, score=1.0, uri=row.uri, labels=row.labels)
+            # The item itself is the best match by definition: first, unless
+            # the filter leaves it out like any other item.
+            if query.label_filter is None or query.label_filter.matches(row.labels):
+                first = search_pb2.Hit(id=row.id, score=1.0, uri=row.uri, labels=row.labels)
         else:
             assert query.vector is not None
             vector = query.vector
 
-        limit = query.top_k + (1 if first is not None else 0)
-        rows = await self._store.search(
-            vector.tolist(), limit, query.expression, deadline.timeout()
-        )
-        hits = [_hit(row) for row in rows if first is None or row.id != first.id]
+        # One extra hit in id queries: the item itself comes back from Milvus too.
+        limit = query.top_k + (1 if query.kind == "id" else 0)
+        expression = query.label_filter.milvus_expression() if query.label_filter else ""
+        rows = await self._store.search(vector.tolist(), limit, expression, deadline.timeout())
+        hits = [_hit(row) for row in rows if query.kind != "id" or row.id != query.item_id]
         if first is not None:
             hits.insert(0, first)
         if query.min_score is not None:

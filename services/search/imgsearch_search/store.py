@@ -375,6 +375,19 @@ class MilvusStore:
                     filter=ids_expression(present_ids),
                     timeout=self._timeout(timeout_s),
                 )
+                # Milvus 2.3 answers a delete without its timestamp, so Session
+                # reads would not wait for it. One Strong read (about 0.2 s there)
+                # waits until the delete is applied; later reads then see it.
+                await self._run(
+                    "the delete barrier",
+                    client.query,
+                    info.name,
+                    filter=ids_expression(present_ids),
+                    output_fields=["id"],
+                    limit=len(present_ids),
+                    consistency_level="Strong",
+                    timeout=self._timeout(timeout_s),
+                )
         return len(present_ids)
 
     async def count(self, timeout_s: float | None) -> int:

@@ -174,6 +174,15 @@ class Condition:
     op: str  # "==", "!=" or "in"
     values: tuple[str, ...]
 
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether an item with these labels satisfies the condition (as Milvus would say)."""
+        value = labels.get(self.key)
+        if self.op == "==":
+            return value == self.values[0]
+        if self.op == "!=":
+            return value != self.values[0]
+        return value in self.values
+
     def milvus_expression(self, field: str) -> str:
         path = f"{field}[{milvus_literal(self.key)}]"
         if self.op == "==":
@@ -196,6 +205,9 @@ class LabelFilter:
     def canonical(self) -> str:
         """A stable text form: equal filters (up to order and quoting) give equal strings."""
         return json.dumps([[c.key, c.op, list(c.values)] for c in self.conditions])
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(condition.matches(labels) for condition in self.conditions)
 
     def milvus_expression(self, field: str = "labels") -> str:
         return " and ".join(f"({c.milvus_expression(field)})" for c in self.conditions)
