@@ -283,3 +283,15 @@ def test_redis_is_a_bounded_lru_cache_without_persistence(rendered: Rendered) ->
     limit_bytes = int(limit[:-2]) * _K8S_UNITS[limit[-2:]]
     assert 0.5 * limit_bytes <= maxmemory <= 0.8 * limit_bytes, (maxmemory, limit)
     assert "--requirepass" in pod["containers"][0]["args"]
+
+
+def test_search_balances_embedder_calls_round_robin() -> None:
+    """dns:/// only spreads calls if the channel uses round_robin (gRPC defaults to pick_first)."""
+    import inspect
+
+    from imgsearch_search import embedder_client
+
+    source = inspect.getsource(embedder_client)
+    assert re.search(r"""["']grpc\.lb_policy_name["']\s*,\s*["']round_robin["']""", source) or (
+        '"round_robin"' in source and "loadBalancingConfig" in source
+    ), "the Search service's Embedder channel must use round_robin load balancing"
