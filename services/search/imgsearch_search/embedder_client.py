@@ -116,6 +116,10 @@ class EmbedderClient:
                 # Spread calls over every Embedder pod a DNS name resolves to.
                 ("grpc.lb_policy_name", "round_robin"),
                 ("grpc.keepalive_time_ms", 60_000),
+                # Reconnect within seconds once an Embedder is back (gRPC's default
+                # backoff grows to two minutes, keeping us unready that long).
+                ("grpc.initial_reconnect_backoff_ms", 250),
+                ("grpc.max_reconnect_backoff_ms", 5_000),
             ],
         )
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
