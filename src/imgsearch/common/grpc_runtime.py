@@ -158,6 +158,11 @@ def create_grpc_server(
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Clients resolve DNS again only when a connection closes: recycling
+        # connections every few minutes lets a long-lived channel (Search ->
+        # Embedder through a headless Service) discover pods added by a scale-up.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 30_000),
     ]
     server = grpc.aio.server(interceptors=list(interceptors), options=options)
     for registration in registrations:
