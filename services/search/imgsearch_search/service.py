@@ -39,6 +39,9 @@ from imgsearch_search.validation import (
     parse_filter,
 )
 
+# Milvus refuses searches for more hits than this.
+MILVUS_MAX_TOP_K = 16384
+
 
 @dataclass(frozen=True)
 class _Query:
@@ -288,7 +291,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             vector = query.vector
 
         # One extra hit in id queries: the item itself comes back from Milvus too.
-        limit = query.top_k + (1 if query.kind == "id" else 0)
+        limit = min(query.top_k + (1 if query.kind == "id" else 0), MILVUS_MAX_TOP_K)
         expression = query.label_filter.milvus_expression() if query.label_filter else ""
         rows = await self._store.search(vector.tolist(), limit, expression, deadline.timeout())
         hits = [_hit(row) for row in rows if query.kind != "id" or row.id != query.item_id]

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -164,6 +165,9 @@ class MilvusStore:
         settings = self._settings
 
         def open_client() -> MilvusClient:
+            if "://" not in settings.milvus_uri:
+                # A local path runs Milvus Lite in-process; it needs the folder to exist.
+                Path(settings.milvus_uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             return MilvusClient(
                 uri=settings.milvus_uri,
                 token=settings.milvus_token,
