@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -26,7 +28,7 @@ from imgsearch_search.server import SearchServer, StartupError
 from imgsearch_search.settings import SearchSettings
 from tests.fixtures.backends import SearchServiceFactory, search_address
 from tests.fixtures.processes import PYTHON, ChildProcess, free_port
-from tests.search.photos import cropped, jpeg, load_photo
+from tests.search.photos import cropped, load_photo
 
 pytestmark = pytest.mark.slow
 
@@ -123,8 +125,16 @@ async def expect_status(call: Awaitable[object], code: grpc.StatusCode, *fragmen
 
 
 def photo(name: str, keep: float = 1.0) -> bytes:
+    """A sample photo whose bytes no other test produced (a unique JPEG comment).
+
+    Unique bytes keep the Redis embedding cache, which is keyed by content and
+    shared by every collection of the model, from answering for the Embedder.
+    """
     image = load_photo(name)
-    return jpeg(cropped(image, keep) if keep < 1.0 else image)
+    image = cropped(image, keep) if keep < 1.0 else image
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, comment=uuid.uuid4().hex.encode())
+    return buffer.getvalue()
 
 
 async def test_embedder_outage_fails_image_calls_clearly_and_recovers(
@@ -147,10 +157,11 @@ async def test_embedder_outage_fails_image_calls_clearly_and_recovers(
         items = [search_pb2.Item(id=name, image=photo(name)) for name in ("coffee", "rocket")]
         assert (await stub.Insert(search_pb2.InsertRequest(items=items))).inserted == 2
 
+        query_image = photo("coffee", 0.9)
         await relay.cut()
         started = time.monotonic()
         await expect_status(
-            stub.Search(search_pb2.SearchRequest(image=photo("coffee", 0.9))),
+            stub.Search(search_pb2.SearchRequest(image=query_image)),
             grpc.StatusCode.UNAVAILABLE,
             "Embedder",
             relay.address,
@@ -171,7 +182,7 @@ async def test_embedder_outage_fails_image_calls_clearly_and_recovers(
 
         await relay.restore()
         await wait_for_health(channel, SERVING, within_s=15)
-        reply = await stub.Search(search_pb2.SearchRequest(image=photo("coffee", 0.9), top_k=1))
+        reply = await stub.Search(search_pb2.SearchRequest(image=query_image, top_k=1))
         assert reply.hits[0].id == "coffee"
 
 

@@ -9,7 +9,9 @@ reading results until an increment succeeds; other replicas can then serve
 results at most `cache_ttl_s` old, which is the documented bound.
 
 Embeddings depend only on the image bytes and the model, so they are keyed by
-both and never invalidated.
+both (shared by every collection of that model) and never invalidated: a
+repeated image query, or re-inserting known images (to change their labels,
+say), skips the Embedder.
 
 Redis is an optimisation, never a dependency: every call has a short timeout,
 no retries, and after a failure the cache is skipped for `redis_retry_after_s`
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,9 +52,11 @@ class CacheMetrics:
 
 
 class QueryCache:
-    """Search results and query embeddings in Redis, for one collection and model."""
+    """Search results (one collection) and image embeddings (one model) in Redis."""
 
-    def __init__(self, settings: SearchSettings, namespace: str, metrics: CacheMetrics) -> None:
+    def __init__(
+        self, settings: SearchSettings, namespace: str, model: str, metrics: CacheMetrics
+    ) -> None:
         self._enabled = settings.cache_enabled
         self._result_ttl_s = settings.cache_ttl_s
         self._embedding_ttl_s = settings.embedding_cache_ttl_s
@@ -61,7 +66,9 @@ class QueryCache:
         digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
         self._generation_key = f"imgsearch:{digest}:generation"
         self._result_prefix = f"imgsearch:{digest}:result:"
-        self._embedding_prefix = f"imgsearch:{digest}:embedding:"
+        # Embeddings depend on the image and the model only: shared by collections.
+        model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
+        self._embedding_prefix = f"imgsearch:embedding:{model_digest}:"
         self._client: redis.Redis | None = None
         if self._enabled:
             self._client = redis.Redis.from_url(
@@ -172,25 +179,43 @@ class QueryCache:
 
     # --- embeddings --------------------------------------------------------------------------
 
-    async def get_embedding(self, image_sha256: str, dimension: int) -> np.ndarray | None:
-        ok, value = await self._command(
-            "get embedding", "GET", f"{self._embedding_prefix}{image_sha256}"
-        )
+    async def get_embeddings(
+        self, image_sha256s: Sequence[str], dimension: int
+    ) -> list[np.ndarray | None]:
+        """Cached embeddings of images by content hash (None where unknown), in order."""
+        if not image_sha256s:
+            return []
+        keys = [f"{self._embedding_prefix}{digest}" for digest in image_sha256s]
+        ok, values = await self._command("get embeddings", "MGET", *keys)
         if not ok:
-            self._metrics.lookups.labels("embedding", "error").inc()
-            return None
-        if value is None or len(value) != dimension * 4:
-            self._metrics.lookups.labels("embedding", "miss").inc()
-            return None
-        self._metrics.lookups.labels("embedding", "hit").inc()
-        return np.frombuffer(value, dtype="<f4").copy()
+            self._metrics.lookups.labels("embedding", "error").inc(len(keys))
+            return [None] * len(keys)
+        found: list[np.ndarray | None] = []
+        for value in values:
+            # A wrong length means another model or a corrupt entry: ignore it.
+            if value is None or len(value) != dimension * 4:
+                self._metrics.lookups.labels("embedding", "miss").inc()
+                found.append(None)
+            else:
+                self._metrics.lookups.labels("embedding", "hit").inc()
+                found.append(np.frombuffer(value, dtype="<f4").copy())
+        return found
 
-    async def put_embedding(self, image_sha256: str, vector: np.ndarray) -> None:
-        await self._command(
-            "put embedding",
-            "SET",
-            f"{self._embedding_prefix}{image_sha256}",
-            vector.astype("<f4").tobytes(),
-            "EX",
-            self._embedding_ttl_s,
-        )
+    async def put_embeddings(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Remember embeddings by image content hash (one round trip)."""
+        if not vectors or not self._usable():
+            return
+        assert self._client is not None
+        pipeline = self._client.pipeline(transaction=False)
+        for digest, vector in vectors.items():
+            pipeline.set(
+                f"{self._embedding_prefix}{digest}",
+                vector.astype("<f4").tobytes(),
+                ex=self._embedding_ttl_s,
+            )
+        try:
+            await pipeline.execute()
+        except (RedisError, OSError) as error:
+            self._failed("put embeddings", error)
+            return
+        self._succeeded()

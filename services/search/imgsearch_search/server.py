@@ -92,7 +92,7 @@ class SearchServer:
             (self.settings.milvus_uri, self.settings.milvus_db, collection.name, collection.model)
         )
         if self.cache is None:
-            self.cache = QueryCache(self.settings, namespace, self._cache_metrics)
+            self.cache = QueryCache(self.settings, namespace, collection.model, self._cache_metrics)
         self.servicer = SearchService(self.settings, self.embedder, self.store, self.cache)
         self.servicer.ready = True
 

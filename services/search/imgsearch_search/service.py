@@ -58,7 +58,9 @@ class _Query:
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
+    """Unit-norm float32 copy (computed in float64, so x and 2x give the same bits)."""
+    wide = vector.astype(np.float64)
+    return (wide / np.linalg.norm(wide)).astype(np.float32)
 
 
 def _hit(row: ScoredRow) -> search_pb2.Hit:
@@ -137,8 +139,14 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 continue
             first_index[item_id] = index
 
-        todo = [index for index in range(len(items)) if index not in failures]
-        rows: list[dict[str, Any]] = []
+        valid = [index for index in range(len(items)) if index not in failures]
+        digests = {index: hashlib.sha256(items[index].image).hexdigest() for index in valid}
+        vectors: dict[int, np.ndarray] = {}
+        known = await self._cache.get_embeddings([digests[i] for i in valid], info.dimension)
+        for index, vector in zip(valid, known, strict=True):
+            if vector is not None:
+                vectors[index] = vector
+        todo = [index for index in valid if index not in vectors]
         if todo:
             results, models = await self._embedder.embed_each(
                 [items[i].image for i in todo], deadline, self._settings.embed_concurrency
@@ -151,18 +159,21 @@ class SearchService(search_pb2_grpc.SearchServicer):
             for index, result in zip(todo, results, strict=True):
                 if isinstance(result, ImgsearchError):
                     failures[index] = type(result)(f"items[{index}].image: {result.message}")
-                    continue
-                item = items[index]
-                rows.append(
-                    {
-                        "id": ids[index],
-                        "vector": result.tolist(),
-                        "uri": item.uri,
-                        "labels": dict(item.labels),
-                        "content_sha256": hashlib.sha256(item.image).hexdigest(),
-                        "model": info.model,
-                    }
-                )
+                else:
+                    vectors[index] = result
+            await self._cache.put_embeddings({digests[i]: vectors[i] for i in todo if i in vectors})
+        rows = [
+            {
+                "id": ids[index],
+                "vector": vectors[index].tolist(),
+                "uri": items[index].uri,
+                "labels": dict(items[index].labels),
+                "content_sha256": digests[index],
+                "model": info.model,
+            }
+            for index in valid
+            if index in vectors
+        ]
         if rows:
             await self._store.upsert(rows, deadline.timeout())
             await self._cache.invalidate()
@@ -244,7 +255,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         info = self._store.info
         assert info is not None
         digest = hashlib.sha256(image).hexdigest()
-        cached = await self._cache.get_embedding(digest, info.dimension)
+        cached = (await self._cache.get_embeddings([digest], info.dimension))[0]
         if cached is not None:
             return cached
         try:
@@ -256,7 +267,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 f"the Embedder now serves model {model!r} but collection {info.name!r} holds"
                 f" {info.model!r}"
             )
-        await self._cache.put_embedding(digest, vectors[0])
+        await self._cache.put_embeddings({digest: vectors[0]})
         return vectors[0]
 
     async def Search(

@@ -1,0 +1,180 @@
+"""The Redis cache of the Search service: what shares an entry, what invalidates it, and
+the embedding cache that lets known images skip the Embedder.
+
+Real Redis, real Embedder, the real Milvus Lite server (the cache does not
+depend on the Milvus back end); the Embedder is reached through a TCP relay
+where a test must prove that the Embedder was *not* needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import grpc
+import numpy as np
+import pytest
+
+from imgsearch.v1 import search_pb2, search_pb2_grpc
+from tests.fixtures.backends import SearchServiceFactory, search_address
+from tests.search.photos import cropped, jpeg, load_photo
+from tests.search.test_search_resilience import TcpRelay, expect_status, relay_factory
+from tests.search.test_search_resilience import photo as unique_photo
+
+pytestmark = pytest.mark.slow
+__all__ = ["relay_factory"]  # the fixture, imported for this module's tests
+
+NAMES = ("astronaut", "coffee", "rocket", "moon", "coins")
+
+
+def item(name: str, **labels: str) -> search_pb2.Item:
+    return search_pb2.Item(id=name, image=jpeg(load_photo(name)), labels=labels)
+
+
+async def test_a_write_through_one_replica_invalidates_every_replicas_results(
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    unique_collection: str,
+    search_service_factory: SearchServiceFactory,
+):
+    common = {
+        "milvus_uri": milvus_lite_uri,
+        "redis_url": redis_url,
+        "embedder_address": embedder_address,
+        "collection": unique_collection,
+    }
+    replica_a = await search_service_factory(**common)
+    replica_b = await search_service_factory(**common)
+    async with (
+        grpc.aio.insecure_channel(search_address(replica_a)) as channel_a,
+        grpc.aio.insecure_channel(search_address(replica_b)) as channel_b,
+    ):
+        a, b = search_pb2_grpc.SearchStub(channel_a), search_pb2_grpc.SearchStub(channel_b)
+        await a.Insert(search_pb2.InsertRequest(items=[item(n) for n in NAMES[:4]]))
+        query = search_pb2.SearchRequest(image=jpeg(load_photo("coins")), top_k=3)
+        assert not (await a.Search(query)).cached
+        assert (await a.Search(query)).cached
+        assert (await b.Search(query)).cached  # same collection, same cache entry
+
+        await b.Insert(search_pb2.InsertRequest(items=[item("coins")]))
+        after_insert = await a.Search(query)
+        assert not after_insert.cached
+        assert after_insert.hits[0].id == "coins"
+        assert (await a.Search(query)).cached
+
+        assert (await b.Delete(search_pb2.DeleteRequest(ids=["coins"]))).deleted == 1
+        after_delete = await a.Search(query)
+        assert not after_delete.cached
+        assert "coins" not in {hit.id for hit in after_delete.hits}
+
+
+async def test_equivalent_queries_share_one_entry_and_different_ones_do_not(
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+):
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=embedder_address
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await stub.Insert(
+            search_pb2.InsertRequest(
+                items=[item(name, kind="photo", color=name[0]) for name in NAMES]
+            )
+        )
+
+        def by_id(filter_text: str, **extra: object) -> search_pb2.SearchRequest:
+            return search_pb2.SearchRequest(id="coffee", top_k=3, filter=filter_text, **extra)
+
+        assert not (await stub.Search(by_id('kind == "photo" and color in ["a", "c"]'))).cached
+        # Same conditions in another order, other quotes, repeated values: one entry.
+        same = by_id("color in ['c', 'a', 'c']   and kind=='photo'")
+        assert (await stub.Search(same)).cached
+        for different in (
+            by_id('kind == "photo" and color in ["a"]'),
+            by_id('kind == "photo" and color in ["a", "c"]', min_score=0.1),
+            search_pb2.SearchRequest(id="coffee", top_k=4, filter='kind == "photo"'),
+        ):
+            assert not (await stub.Search(different)).cached
+
+        got = await stub.Get(search_pb2.GetRequest(ids=["rocket"], include_vectors=True))
+        vector = np.asarray(got.items[0].vector, dtype=np.float32)
+        first = await stub.Search(search_pb2.SearchRequest(vector=search_pb2.Vector(values=vector)))
+        assert not first.cached
+        # The server normalises query vectors before keying the cache, so a scaled
+        # copy is the same query (by 4: exact in binary floating point).
+        scaled = search_pb2.Vector(values=(vector * 4.0).tolist())
+        again = await stub.Search(search_pb2.SearchRequest(vector=scaled))
+        assert again.cached
+        assert list(again.hits) == list(first.hits)
+
+
+async def test_known_images_skip_the_embedder(
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+    relay_factory: Callable[[str], Awaitable[TcpRelay]],
+):
+    relay = await relay_factory(embedder_address)
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url=redis_url,
+        embedder_address=relay.address,
+        embedder_retries=0,
+        embedder_timeout_s=3,
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await stub.Insert(search_pb2.InsertRequest(items=[item(n) for n in NAMES]))
+        # A query photo nobody inserted: its embedding is cached by this search.
+        query_image = jpeg(cropped(load_photo("rocket"), 0.7), quality=60)
+        first = await stub.Search(search_pb2.SearchRequest(image=query_image, top_k=2))
+        assert first.hits[0].id == "rocket"
+        assert (await stub.Delete(search_pb2.DeleteRequest(ids=["moon"]))).deleted == 1
+
+        await relay.cut()  # from here on the Embedder cannot be reached
+        again = await stub.Search(search_pb2.SearchRequest(image=query_image, top_k=2))
+        assert not again.cached  # the delete made the cached result unreachable...
+        assert [hit.id for hit in again.hits] == [hit.id for hit in first.hits]  # ...not the vector
+
+        # Re-inserting known images (new labels) needs no Embedder either.
+        relabelled = await stub.Insert(
+            search_pb2.InsertRequest(items=[item("moon", round="2"), item("coffee", round="2")])
+        )
+        assert [result.code for result in relabelled.results] == [0, 0]
+        got = await stub.Get(search_pb2.GetRequest(ids=["moon", "coffee"]))
+        assert [dict(stored.labels) for stored in got.items] == [{"round": "2"}] * 2
+
+        # An image never seen does.
+        unseen = search_pb2.Item(id="clock", image=unique_photo("clock"))
+        await expect_status(
+            stub.Insert(search_pb2.InsertRequest(items=[unseen])),
+            grpc.StatusCode.UNAVAILABLE,
+            "Embedder",
+        )
+
+
+async def test_with_the_cache_disabled_nothing_is_cached(
+    milvus_lite_uri: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+):
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url="redis://127.0.0.1:1/0",  # never contacted
+        embedder_address=embedder_address,
+        cache_enabled=False,
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await stub.Insert(search_pb2.InsertRequest(items=[item("coffee"), item("rocket")]))
+        for _ in range(2):
+            reply = await stub.Search(search_pb2.SearchRequest(id="coffee", top_k=2))
+            assert not reply.cached
+            assert [hit.id for hit in reply.hits] == ["coffee", "rocket"]
+        stats = await stub.Stats(search_pb2.StatsRequest())
+        assert not stats.cache_available
+        assert (stats.cache_hits, stats.cache_misses) == (0, 0)
