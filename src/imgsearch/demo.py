@@ -164,6 +164,9 @@ class Query:
     title: str
     data: bytes | None  # the encoded query image; None for a search by id
     expect: Callable[[Hit], bool] | None = None  # what a correct hit looks like
+    # False when only one hit can be right (the original photo): the others
+    # are not mistakes, just the nearest of what remains.
+    misses_are_wrong: bool = True
     filter: str = ""
     by_id: str | None = None
     hits: list[Hit] = field(default_factory=list)
@@ -192,41 +195,44 @@ def photo_queries(photo_dir: Path) -> list[Query]:
     def original(name: str) -> Callable[[Hit], bool]:
         return lambda hit: Path(hit.uri).stem == name
 
+    def query(title: str, data: bytes, name: str) -> Query:
+        return Query(title, data, original(name), misses_are_wrong=False)
+
     def load(name: str) -> Image.Image:
         return Image.open(photo_dir / f"{name}.png").convert("RGB")
 
     return [
-        Query(
+        query(
             "astronaut, centre crop keeping 60%",
             encode(_crop(load("astronaut"), 0.6)),
-            original("astronaut"),
+            "astronaut",
         ),
-        Query(
+        query(
             "coffee, rotated 20 degrees",
             encode(load("coffee").rotate(20, expand=True, fillcolor="white")),
-            original("coffee"),
+            "coffee",
         ),
-        Query(
+        query(
             "chelsea the cat, JPEG quality 10",
             encode(load("chelsea"), "JPEG", 10),
-            original("chelsea"),
+            "chelsea",
         ),
-        Query(
+        query(
             "rocket, mirrored, half size",
             encode(load("rocket").transpose(Image.Transpose.FLIP_LEFT_RIGHT).reduce(2)),
-            original("rocket"),
+            "rocket",
         ),
-        Query(
+        query(
             "camera, crop 75%, rotated 10 degrees, JPEG quality 30",
             encode(_crop(load("camera"), 0.75).rotate(10), "JPEG", 30),
-            original("camera"),
+            "camera",
         ),
-        Query(
+        query(
             "coins, 40% brighter",
             encode(Image.eval(load("coins"), lambda v: min(255, int(v * 1.4)))),
-            original("coins"),
+            "coins",
         ),
-    ]  # fmt: skip
+    ]
 
 
 def fashion_queries(test_images: np.ndarray, test_labels: np.ndarray) -> list[Query]:
@@ -272,7 +278,9 @@ def class_precision(
         buffer = io.BytesIO()
         Image.fromarray(test_images[index]).save(buffer, format="PNG")
         started = time.perf_counter()
-        result = client.search(buffer.getvalue(), k=k, filter='source == "fashion-mnist"')
+        # No filter: the whole collection (photos too) competes, and a filtered
+        # search costs Milvus Lite ~7x more (measured: 139 ms against 18 ms).
+        result = client.search(buffer.getvalue(), k=k)
         latency += time.perf_counter() - started
         expected = FASHION_CLASSES[test_labels[index]]
         correct += sum(hit.labels.get("category") == expected for hit in result.hits)
@@ -292,19 +300,26 @@ def contact_sheet(queries: Sequence[Query], path: Path, cell: int = 150) -> None
     Green frames mark hits that are the expected result (the original photo,
     or the same Fashion-MNIST class), red frames the others.
     """
-    pad, caption_h, title_h = 10, 34, 26
+    pad, caption_h, title_h = 10, 38, 26
     columns = 1 + TOP_K
     width = pad + columns * (cell + pad)
     row_h = title_h + cell + caption_h + pad
-    header_h = 56
+    header_h = 64
     sheet = Image.new("RGB", (width, header_h + len(queries) * row_h + pad), "white")
     draw = ImageDraw.Draw(sheet)
     title_font, text_font, small_font = _font(22), _font(15), _font(13)
     draw.text(
-        (pad, 12),
+        (pad, 8),
         "imgsearch demo: each row is a query (blue) and its top hits, best first",
         fill="black",
         font=title_font,
+    )
+    draw.text(
+        (pad, 38),
+        "green: the expected hit (the original photo, or the query's class);"
+        " red: another class; grey: not judged. Numbers are cosine similarities.",
+        fill="#444",
+        font=small_font,
     )
     for row, query in enumerate(queries):
         top = header_h + row * row_h
@@ -317,6 +332,8 @@ def contact_sheet(queries: Sequence[Query], path: Path, cell: int = 150) -> None
         tiles.append((query_image, "#2a6fdb", "query", query.filter))
         for rank, hit in enumerate(query.hits[:TOP_K], start=1):
             expected = query.expect(hit) if query.expect else None
+            if expected is False and not query.misses_are_wrong:
+                expected = None
             color = {True: "#2e9e44", False: "#d23c3c", None: "#999999"}[expected]
             label = hit.labels.get("category") or Path(hit.uri).stem or hit.id[:12]
             tiles.append((html_page.open_image(hit.uri), color, f"#{rank}  {hit.score:.3f}", label))
@@ -497,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--per-class", type=int, default=250, help="Fashion-MNIST training images per class"
     )
     parser.add_argument(
-        "--precision-per-class", type=int, default=20, help="test images per class for precision"
+        "--precision-per-class", type=int, default=10, help="test images per class for precision"
     )
     return run(parser.parse_args(argv))
 

@@ -119,7 +119,19 @@ class Child:
         self._log.write(f"--- imgsearch up: starting {' '.join(spec.argv)}\n")
         self._log.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
-        self.proc = subprocess.Popen(
+        try:
+            self.proc = self._popen(spec, env)
+        except OSError:
+            self._log.close()
+            raise
+        self.pid = self.proc.pid
+        self._exit_code: int | None = None
+        self._reader = threading.Thread(target=self._read, name=f"log-{spec.name}", daemon=True)
+        self._reader.start()
+
+    @staticmethod
+    def _popen(spec: ChildSpec, env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             spec.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -132,10 +144,6 @@ class Child:
             text=True,
             errors="replace",
         )
-        self.pid = self.proc.pid
-        self._exit_code: int | None = None
-        self._reader = threading.Thread(target=self._read, name=f"log-{spec.name}", daemon=True)
-        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -149,6 +157,8 @@ class Child:
                 if match:
                     self.ready_match = match
             self._line_seen.set()
+        # End of output: wake anyone waiting for a line, so they notice the exit.
+        self._line_seen.set()
 
     def tail(self, count: int = 30) -> str:
         return "\n".join(list(self.lines)[-count:])
@@ -193,8 +203,11 @@ class Child:
         code = self.proc.wait()
         self._exit_code = code
         self._reader.join(timeout=5)
-        self._log.write(f"--- imgsearch up: {self.name} stopped with exit code {code}\n")
-        self._log.close()
+        # A reader still running means something outside the group holds the
+        # pipe; it keeps the log file, so only a finished reader's is closed.
+        if not self._reader.is_alive():
+            self._log.write(f"--- imgsearch up: {self.name} stopped with exit code {code}\n")
+            self._log.close()
         return code
 
 
@@ -328,7 +341,11 @@ class LocalStack:
 
     def _spawn(self, spec: ChildSpec) -> Child:
         self.announce(f"starting {spec.name}")
-        child = Child(spec, self.log_dir)
+        try:
+            child = Child(spec, self.log_dir)
+        except OSError as exc:
+            hint = " (run `make setup`)" if isinstance(exc, FileNotFoundError) else ""
+            raise StackError(f"cannot start {spec.name}: {spec.argv[0]}: {exc}{hint}") from exc
         self.children.append(child)
         return child
 
