@@ -35,6 +35,7 @@ import asyncio
 import gzip
 import io
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -370,7 +371,12 @@ async def run(args: argparse.Namespace) -> dict:
         children.append(lite)
         wait_for_port("127.0.0.1", lite_port, timeout=60, child=lite)
 
-        result: dict[str, Any] = {"benchmark": "search", "machine": machine()}
+        result: dict[str, Any] = {
+            "benchmark": "search",
+            "machine": machine(),
+            # Other work on the machine lowers every figure: record how busy it was.
+            "load_average_1m_start": round(os.getloadavg()[0], 2),
+        }
         collection = f"bench_{uuid.uuid4().hex[:8]}"
 
         # --- Milvus standalone: everything ---------------------------------------------
@@ -418,6 +424,7 @@ async def run(args: argparse.Namespace) -> dict:
             dimension=int(vectors.shape[1]),
             standalone={**standalone_load, **standalone_search},
             lite={**lite_load, **lite_result},
+            load_average_1m_end=round(os.getloadavg()[0], 2),
         )
         return result
     finally:
@@ -475,7 +482,13 @@ def report(result: dict, args: argparse.Namespace) -> str:
          verdict(result["insert_efficiency"] >= 0.8)),
     ]  # fmt: skip
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {result['machine']}.",
+        f"Measured {time.strftime('%Y-%m-%d')} on {result['machine']}"
+        + (
+            f" (1-minute load average {result['load_average_1m_start']} at the start,"
+            f" {result['load_average_1m_end']} at the end)."
+            if "load_average_1m_start" in result
+            else "."
+        ),
         f"{result['vectors']:,} vectors of {result['dimension']} dimensions: the embeddings of"
         f" {args.insert_images} Fashion-MNIST images inserted through the service, plus"
         " synthetic vectors made from them (mixes of two real embeddings plus noise; see"
