@@ -8,6 +8,8 @@ where a test must prove that the Embedder was *not* needed.
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -178,3 +180,44 @@ async def test_with_the_cache_disabled_nothing_is_cached(
         stats = await stub.Stats(search_pb2.StatsRequest())
         assert not stats.cache_available
         assert (stats.cache_hits, stats.cache_misses) == (0, 0)
+
+
+async def test_metrics_count_cache_outcomes_rpcs_and_dependency_calls(
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+):
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=embedder_address
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await stub.Insert(search_pb2.InsertRequest(items=[item("coffee"), item("rocket")]))
+        for _ in range(3):
+            await stub.Search(search_pb2.SearchRequest(id="coffee", top_k=2))
+        await expect_status(
+            stub.Search(search_pb2.SearchRequest(id="missing")), grpc.StatusCode.NOT_FOUND
+        )
+
+    url = f"http://127.0.0.1:{server.metrics_server.port}/metrics"
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['search_cache_lookups_total{kind="result",outcome="miss"}'] >= 2
+    assert samples['search_cache_lookups_total{kind="result",outcome="hit"}'] == 2
+    handled = 'grpc_server_handled_total{code="%s",method="/imgsearch.v1.Search/Search"}'
+    assert samples[handled % "OK"] == 3
+    assert samples[handled % "NOT_FOUND"] == 1
+    milvus_search = (
+        'search_dependency_call_seconds_count{dependency="milvus",operation="the search",'
+        'outcome="ok"}'
+    )
+    assert samples[milvus_search] == 1  # two of the three searches came from Redis
+    assert any(
+        key.startswith('search_dependency_call_seconds_count{dependency="embedder"')
+        for key in samples
+    )

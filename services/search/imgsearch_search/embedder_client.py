@@ -36,6 +36,7 @@ from imgsearch.common.errors import (
 from imgsearch.common.grpc_runtime import REQUEST_ID_HEADER
 from imgsearch.common.logs import request_id_var
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from imgsearch_search.metrics import DependencyMetrics
 
 # The Embedder names a bad image by its index in *its* request ("images[0]: ..."),
 # which means nothing to our caller; the caller prefixes its own name instead.
@@ -105,9 +106,12 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 class EmbedderClient:
     """A grpc.aio channel to one Embedder address (a headless Service spreads over pods)."""
 
-    def __init__(self, address: str, retries: int, max_message_bytes: int) -> None:
+    def __init__(
+        self, address: str, retries: int, max_message_bytes: int, metrics: DependencyMetrics
+    ) -> None:
         self.address = address
         self._retries = retries
+        self._metrics = metrics
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[
@@ -145,12 +149,19 @@ class EmbedderClient:
         stub_method = getattr(self._stub, method)
         backoff = _FIRST_BACKOFF_S
         for attempt in range(self._retries + 1):
+            started = time.perf_counter()
+            outcome = "ok"
             try:
                 return await stub_method(request, timeout=deadline.timeout(), metadata=_metadata())
             except grpc.aio.AioRpcError as error:
+                outcome = error.code().name
                 last_attempt = attempt == self._retries or deadline.remaining() <= backoff
                 if error.code() not in _RETRIED_CODES or last_attempt:
                     raise self._translate(error, what) from None
+            finally:
+                self._metrics.calls.labels("embedder", method, outcome).observe(
+                    time.perf_counter() - started
+                )
             await asyncio.sleep(backoff)
             backoff *= 2
         raise AssertionError("unreachable: the loop returns or raises")

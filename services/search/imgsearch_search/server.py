@@ -32,6 +32,7 @@ from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_se
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search.cache import CacheMetrics, QueryCache
 from imgsearch_search.embedder_client import Deadline, EmbedderClient
+from imgsearch_search.metrics import DependencyMetrics
 from imgsearch_search.service import SearchService
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore
@@ -53,10 +54,14 @@ class SearchServer:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.health = HealthState([SERVICE_NAME])
+        dependency_metrics = DependencyMetrics(self.registry)
         self.embedder = EmbedderClient(
-            settings.embedder_address, settings.embedder_retries, settings.max_message_bytes
+            settings.embedder_address,
+            settings.embedder_retries,
+            settings.max_message_bytes,
+            dependency_metrics,
         )
-        self.store = MilvusStore(settings)
+        self.store = MilvusStore(settings, dependency_metrics)
         self._cache_metrics = CacheMetrics(self.registry)
         self.cache: QueryCache | None = None  # needs the model name: made in connect()
         self.servicer: SearchService | None = None

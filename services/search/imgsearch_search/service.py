@@ -258,6 +258,12 @@ class SearchService(search_pb2_grpc.SearchServicer):
         cached = (await self._cache.get_embeddings([digest], info.dimension))[0]
         if cached is not None:
             return cached
+        limits = self._embedder.info
+        if limits is not None and len(image) > limits.max_request_bytes:
+            raise InvalidArgumentError(
+                f"image is {len(image)} bytes, over the Embedder's limit of"
+                f" {limits.max_request_bytes} bytes"
+            )
         try:
             vectors, model = await self._embedder.embed([image], deadline)
         except InvalidArgumentError as error:

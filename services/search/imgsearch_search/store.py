@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from imgsearch.common.errors import (
     ImgsearchError,
     UnavailableError,
 )
+from imgsearch_search.metrics import DependencyMetrics
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.validation import (
     MAX_ID_BYTES,
@@ -105,11 +107,13 @@ def _row(entity: Mapping[str, Any], with_vector: bool) -> StoredRow:
 class MilvusStore:
     """One collection of image embeddings in one Milvus."""
 
-    def __init__(self, settings: SearchSettings) -> None:
+    def __init__(self, settings: SearchSettings, metrics: DependencyMetrics) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._client: MilvusClient | None = None
-        # Enough threads for concurrent searches; Milvus does the real work.
-        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="milvus")
+        # Threads mostly wait on Milvus; enough of them that concurrent searches
+        # are not queued here rather than in Milvus.
+        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="milvus")
         self._write_lock = asyncio.Lock()
         self.info: CollectionInfo | None = None
 
@@ -122,21 +126,33 @@ class MilvusStore:
     async def _run(self, what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking pymilvus call on the pool; map its failures to our errors."""
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             return await loop.run_in_executor(
                 self._executor, functools.partial(function, *args, **kwargs)
             )
-        except ImgsearchError:
+        except (grpc.RpcError, MilvusException) as error:
+            outcome = type(error).__name__
+            raise self._translate(what, error) from None
+        except BaseException as error:  # recorded, then re-raised unchanged
+            outcome = type(error).__name__
             raise
-        except grpc.RpcError as error:
+        finally:
+            self._metrics.calls.labels("milvus", what, outcome).observe(
+                time.perf_counter() - started
+            )
+
+    def _translate(self, what: str, error: grpc.RpcError | MilvusException) -> ImgsearchError:
+        """Our error for a failed pymilvus call."""
+        if isinstance(error, grpc.RpcError):
             code = error.code() if isinstance(error, grpc.Call) else None
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise DeadlineExceededError(f"{self.where} did not finish {what} in time") from None
-            raise UnavailableError(f"{self.where} failed {what}: {error}") from None
-        except MilvusException as error:
-            # The dependency failed (unreachable, timed out, refused); our own
-            # requests are validated before they get here.
-            raise UnavailableError(f"{self.where} failed {what}: {error.message}") from None
+                return DeadlineExceededError(f"{self.where} did not finish {what} in time")
+            return UnavailableError(f"{self.where} failed {what}: {error}")
+        # The dependency failed (unreachable, timed out, refused); our own
+        # requests are validated before they get here.
+        return UnavailableError(f"{self.where} failed {what}: {error.message}")
 
     def _require_client(self) -> MilvusClient:
         if self._client is None:
