@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Awaitable
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from imgsearch.v1 import search_pb2
@@ -390,3 +393,43 @@ async def test_searches_survive_a_redis_outage_and_use_redis_again_after(
     assert second.hits[0].id == "coffee"
     assert list(second.hits) == list(first.hits)
     assert (await search.stub.Stats(search_pb2.StatsRequest())).cache_available
+
+
+async def test_limits_stored_vectors_metrics_and_reflection(
+    search: SearchUnderTest, photos: dict[str, bytes]
+):
+    limit = search.server.settings.max_insert_items
+    too_many = [item(f"x{i}", photos["clock"]) for i in range(limit + 1)]
+    await expect_error(search.insert(too_many), grpc.StatusCode.INVALID_ARGUMENT, str(limit))
+    assert await search.count() == 0  # refused as a whole: nothing written
+
+    await insert_all(search, photos)
+    got = await search.stub.Get(search_pb2.GetRequest(ids=["moon", "grass"], include_vectors=True))
+    for stored in got.items:
+        assert stored.model == (await search.stub.Stats(search_pb2.StatsRequest())).model
+        assert len(stored.content_sha256) == 64
+        assert np.linalg.norm(np.asarray(stored.vector)) == pytest.approx(1.0, abs=1e-4)
+    everything = await search.stub.Search(search_pb2.SearchRequest(id="moon", top_k=1000))
+    assert len(everything.hits) == len(photos)
+
+    query = search_pb2.SearchRequest(image=photos["grass"], top_k=3)
+    await search.stub.Search(query)
+    await search.stub.Search(query)
+    port = search.server.metrics_server.port
+    body = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    )
+    text = body.decode()
+    assert 'search_cache_lookups_total{kind="result",outcome="hit"}' in text
+    assert 'grpc_server_handled_total{code="OK",method="/imgsearch.v1.Search/Search"}' in text
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(search.channel)
+
+    async def list_services() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async for reply in reflection.ServerReflectionInfo(list_services()):
+        names = {service.name for service in reply.list_services_response.service}
+        assert "imgsearch.v1.Search" in names
+        assert "grpc.health.v1.Health" in names
+        break
