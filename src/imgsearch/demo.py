@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import html
 import io
 import shutil
 import sys
@@ -353,7 +354,10 @@ def results_page(
 ) -> None:
     sections = []
     for query in queries:
-        src = html_page.data_uri(query.data) if query.data is not None else None
+        if query.data is not None:
+            src = html_page.data_uri(query.data)
+        else:  # by id: the stored item is the first hit
+            src = html_page.hit_image_src(query.hits[0].uri) if query.hits else None
         note = f"{query.latency_ms:.0f} ms"
         if query.filter:
             note += f"; filter: {query.filter}"
@@ -362,7 +366,7 @@ def results_page(
                 "the expected one" if query.top_hit_correct else "NOT the expected one"
             )
         sections.append(html_page.ResultSection(query.title, src, query.hits, note))
-    intro = "<ul>" + "".join(f"<li>{line}</li>" for line in summary_lines) + "</ul>"
+    intro = "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in summary_lines) + "</ul>"
     intro += f'<p><img src="{sheet_name}" alt="contact sheet" style="max-width:100%"></p>'
     path.write_text(html_page.render_page("imgsearch demo", sections, intro), encoding="utf-8")
 

@@ -102,6 +102,8 @@ class ChildSpec:
     ready_line: str | None = None
     # Then called until it returns True: the child answers requests.
     probe: Callable[[], bool] | None = None
+    # Seconds between the stop signal and SIGKILL; None: StackConfig.stop_timeout_s.
+    stop_timeout_s: float | None = None
 
 
 class Child:
@@ -416,6 +418,11 @@ class LocalStack:
                         str(metrics_port),
                     ],
                     probe=lambda: _milvus_healthz(metrics_port),
+                    # Milvus 2.3.5 stops its coordinators within a second of
+                    # SIGTERM, then its query node hangs in "Query node
+                    # stop..." once a collection has been loaded; its data is
+                    # in the WAL by then, so it is not worth waiting 20 s for.
+                    stop_timeout_s=8.0,
                 )
             )
         return f"http://127.0.0.1:{port}"
@@ -490,7 +497,10 @@ class LocalStack:
         for child in reversed(self.children):
             if child.exit_code() is None:
                 self.announce(f"stopping {child.name}")
-            codes[child.name] = child.stop(self.config.stop_timeout_s)
+            timeout = child.spec.stop_timeout_s
+            codes[child.name] = child.stop(
+                self.config.stop_timeout_s if timeout is None else timeout
+            )
         self.children.clear()
         return codes
 
