@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from imgsearch.v1 import search_pb2, search_pb2_grpc
+from imgsearch_search import cache as cache_module
 from tests.fixtures.backends import SearchServiceFactory, search_address
 from tests.search.photos import cropped, jpeg, load_photo
 from tests.search.test_search_resilience import TcpRelay, expect_status, relay_factory
@@ -38,7 +39,9 @@ async def test_a_write_through_one_replica_invalidates_every_replicas_results(
     embedder_address: str,
     unique_collection: str,
     search_service_factory: SearchServiceFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ):
+    monkeypatch.setattr(cache_module, "SETTLE_S", 0.5)  # the replicas run in this process
     common = {
         "milvus_uri": milvus_lite_uri,
         "redis_url": redis_url,
@@ -62,6 +65,11 @@ async def test_a_write_through_one_replica_invalidates_every_replicas_results(
         after_insert = await a.Search(query)
         assert not after_insert.cached
         assert after_insert.hits[0].id == "coins"
+        # B's write is unsettled: A's reads might not show it yet, so A stores
+        # nothing; B itself (it reads its own writes) may.
+        assert not (await a.Search(query)).cached
+        await asyncio.sleep(cache_module.SETTLE_S + 0.1)
+        assert not (await a.Search(query)).cached
         assert (await a.Search(query)).cached
 
         assert (await b.Delete(search_pb2.DeleteRequest(ids=["coins"]))).deleted == 1
@@ -217,6 +225,8 @@ async def test_metrics_count_cache_outcomes_rpcs_and_dependency_calls(
         'outcome="ok"}'
     )
     assert samples[milvus_search] == 1  # two of the three searches came from Redis
+    assert samples['search_query_seconds_count{cache="hit",query="id"}'] == 2
+    assert samples['search_query_seconds_count{cache="miss",query="id"}'] == 1
     assert any(
         key.startswith('search_dependency_call_seconds_count{dependency="embedder"')
         for key in samples

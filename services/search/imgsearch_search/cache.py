@@ -4,9 +4,18 @@ Results are never served stale after a write through this service: each
 collection has a generation counter in Redis that Insert and Delete increment
 after they change Milvus, and every result key contains the generation it was
 computed under, so a write makes all older results unreachable at once (they
-expire by TTL). If that increment fails (Redis down), this process stops
-reading results until an increment succeeds; other replicas can then serve
-results at most `cache_ttl_s` old, which is the documented bound.
+expire by TTL).
+
+Several replicas: Session consistency guarantees a replica its own writes only,
+so for `SETTLE_S` after a write another replica's Milvus reads may not show it
+yet. The writer marks the new generation "unsettled" (a key that expires after
+`SETTLE_S`, holding the writer's instance id); while it exists, only the writer
+stores results under that generation. The others answer from Milvus uncached,
+so a result that missed the write is never cached for `cache_ttl_s`.
+
+If an increment fails (Redis down), this process stops reading results until
+an increment succeeds; other replicas can then serve results at most
+`cache_ttl_s` old, which is the documented bound.
 
 Embeddings depend only on the image bytes and the model, so they are keyed by
 both (shared by every collection of that model) and never invalidated: a
@@ -24,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +47,10 @@ from redis.retry import Retry
 from imgsearch_search.settings import SearchSettings
 
 _log = logging.getLogger(__name__)
+
+# Longer than Milvus needs to make a write visible to every replica's reads
+# (a time tick, ~200 ms, on the Milvus 2.3 server; longer under load).
+SETTLE_S = 2.0
 
 
 class CacheMetrics:
@@ -66,6 +80,7 @@ class QueryCache:
         digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
         self._generation_key = f"imgsearch:{digest}:generation"
         self._result_prefix = f"imgsearch:{digest}:result:"
+        self._unsettled_prefix = f"imgsearch:{digest}:unsettled:"
         # Embeddings depend on the image and the model only: shared by collections.
         model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
         self._embedding_prefix = f"imgsearch:embedding:{model_digest}:"
@@ -80,6 +95,8 @@ class QueryCache:
             )
         self._down_until = 0.0
         self._invalidation_pending = False
+        # Who we are in "unsettled" marks: one id per process and collection.
+        self._instance = uuid.uuid4().hex
         self.available = self._enabled
         self.hits = 0
         self.misses = 0
@@ -128,8 +145,17 @@ class QueryCache:
             return
         # Even with the breaker open, try: a missed bump must be retried.
         self._down_until = 0.0
-        ok, _ = await self._command("invalidate", "INCR", self._generation_key)
+        ok, generation = await self._command("invalidate", "INCR", self._generation_key)
         self._invalidation_pending = not ok
+        if ok:
+            await self._command(
+                "mark unsettled",
+                "SET",
+                f"{self._unsettled_prefix}{generation}",
+                self._instance,
+                "PX",
+                int(SETTLE_S * 1000),
+            )
 
     async def _generation(self) -> str | None:
         if self._invalidation_pending:
@@ -144,22 +170,31 @@ class QueryCache:
     # --- results -----------------------------------------------------------------------------
 
     async def get_result(self, query_key: str) -> tuple[str | None, bytes | None]:
-        """(generation, cached payload); generation None means do not cache now."""
+        """(generation to store a result under, cached payload).
+
+        The generation is None when a result computed now must not be stored.
+        """
         if self._client is None:
             return None, None
         generation = await self._generation()
         if generation is None:
             self._metrics.lookups.labels("result", "skipped").inc()
             return None, None
-        ok, value = await self._command(
-            "get result", "GET", f"{self._result_prefix}{generation}:{query_key}"
+        ok, values = await self._command(
+            "get result",
+            "MGET",
+            f"{self._result_prefix}{generation}:{query_key}",
+            f"{self._unsettled_prefix}{generation}",
         )
         if not ok:
             self._metrics.lookups.labels("result", "error").inc()
             return None, None
+        value, unsettled_by = values
         if value is None:
             self.misses += 1
             self._metrics.lookups.labels("result", "miss").inc()
+            if unsettled_by is not None and unsettled_by.decode() != self._instance:
+                return None, None  # another replica just wrote: do not cache yet
             return generation, None
         self.hits += 1
         self._metrics.lookups.labels("result", "hit").inc()

@@ -32,7 +32,7 @@ from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_se
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search.cache import CacheMetrics, QueryCache
 from imgsearch_search.embedder_client import Deadline, EmbedderClient
-from imgsearch_search.metrics import DependencyMetrics
+from imgsearch_search.metrics import DependencyMetrics, QueryMetrics
 from imgsearch_search.service import SearchService
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore
@@ -63,6 +63,7 @@ class SearchServer:
         )
         self.store = MilvusStore(settings, dependency_metrics)
         self._cache_metrics = CacheMetrics(self.registry)
+        self._query_metrics = QueryMetrics(self.registry)
         self.cache: QueryCache | None = None  # needs the model name: made in connect()
         self.servicer: SearchService | None = None
         self._service = _DeferredService(self)
@@ -98,7 +99,9 @@ class SearchServer:
         )
         if self.cache is None:
             self.cache = QueryCache(self.settings, namespace, collection.model, self._cache_metrics)
-        self.servicer = SearchService(self.settings, self.embedder, self.store, self.cache)
+        self.servicer = SearchService(
+            self.settings, self.embedder, self.store, self.cache, self._query_metrics
+        )
         self.servicer.ready = True
 
     async def connect(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from imgsearch.common.errors import (
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search.cache import QueryCache
 from imgsearch_search.embedder_client import Deadline, EmbedderClient
+from imgsearch_search.metrics import QueryMetrics
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore, ScoredRow
 from imgsearch_search.validation import (
@@ -79,8 +81,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         embedder: EmbedderClient,
         store: MilvusStore,
         cache: QueryCache,
+        metrics: QueryMetrics,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._embedder = embedder
         self._store = store
         self._cache = cache
@@ -280,6 +284,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         self._require_ready()
+        started = time.perf_counter()
         query = self._parse_query(request)
         deadline = self._deadline(
             context, self._settings.embedder_timeout_s + self._settings.milvus_timeout_s
@@ -288,6 +293,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         if cached is not None:
             response = search_pb2.SearchResponse.FromString(cached)
             response.cached = True
+            self._metrics.latency.labels(query.kind, "hit").observe(time.perf_counter() - started)
             return response
 
         first: search_pb2.Hit | None = None
@@ -318,6 +324,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
             hits = [hit for hit in hits if hit.score >= query.min_score]
         response = search_pb2.SearchResponse(hits=hits[: query.top_k])
         await self._cache.put_result(generation, query.cache_key, response.SerializeToString())
+        self._metrics.latency.labels(query.kind, "miss").observe(time.perf_counter() - started)
         return response
 
     # --- Get, Delete, Stats ------------------------------------------------------------------
