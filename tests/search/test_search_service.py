@@ -433,3 +433,43 @@ async def test_limits_stored_vectors_metrics_and_reflection(
         assert "imgsearch.v1.Search" in names
         assert "grpc.health.v1.Health" in names
         break
+
+
+async def test_ids_and_labels_with_quotes_backslashes_and_unicode_round_trip(
+    search: SearchUnderTest, photos: dict[str, bytes]
+):
+    awkward = {
+        'say "cheese"': photos["astronaut"],
+        "back\\slash\\": photos["coffee"],
+        "it's ] or id != 'x": photos["rocket"],
+        "café ☕ 東京": photos["moon"],
+        "x" * 512: photos["coins"],
+    }
+    labels = {"place": 'Zürich "old town" \\ ☕'}
+    response = await search.insert(
+        [search_pb2.Item(id=key, image=data, labels=labels) for key, data in awkward.items()]
+        + [search_pb2.Item(id="y" * 513, image=photos["clock"])]
+    )
+    assert [r.code for r in response.results] == [0] * 5 + [3]
+    assert "512" in response.results[-1].message
+
+    got = await search.stub.Get(search_pb2.GetRequest(ids=[*awkward, "missing"]))
+    assert [stored.id for stored in got.items] == list(awkward)
+    assert all(dict(stored.labels) == labels for stored in got.items)
+    assert list(got.missing_ids) == ["missing"]
+
+    for key in awkward:
+        reply = await search.stub.Search(search_pb2.SearchRequest(id=key, top_k=2))
+        assert reply.hits[0].id == key
+    matching = await search.stub.Search(
+        search_pb2.SearchRequest(
+            id="café ☕ 東京", top_k=10, filter='place == "Zürich \\"old town\\" \\\\ ☕"'
+        )
+    )
+    assert {hit.id for hit in matching.hits} == set(awkward)
+
+    deleted = await search.stub.Delete(
+        search_pb2.DeleteRequest(ids=['say "cheese"', "it's ] or id != 'x"])
+    )
+    assert deleted.deleted == 2
+    assert await search.count() == 3  # nothing else was deleted
