@@ -10,6 +10,7 @@ import asyncio
 import io
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from imgsearch.v1 import search_pb2
+from imgsearch.v1 import search_pb2, search_pb2_grpc
+from tests.fixtures.backends import SearchServiceFactory, search_address
 from tests.search.conftest import SearchUnderTest
 from tests.search.photos import corrupt, cropped, jpeg, load_photo, png
 
@@ -473,3 +475,40 @@ async def test_ids_and_labels_with_quotes_backslashes_and_unicode_round_trip(
     )
     assert deleted.deleted == 2
     assert await search.count() == 3  # nothing else was deleted
+
+
+async def test_the_default_embedded_milvus_lite_keeps_items_across_restarts(
+    tmp_path: Path,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+    photos: dict[str, bytes],
+):
+    """The shipped default: a local path, Milvus Lite inside the service's process."""
+    uri = str(tmp_path / "not-yet-created" / "milvus.db")
+    names = ("astronaut", "coffee", "rocket")
+    first = await search_service_factory(
+        milvus_uri=uri, redis_url=redis_url, embedder_address=embedder_address, collection="images"
+    )
+    async with grpc.aio.insecure_channel(search_address(first)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        reply = await stub.Insert(
+            search_pb2.InsertRequest(items=[item(name, photos[name]) for name in names])
+        )
+        assert reply.inserted == 3
+    await first.stop(drain_delay_s=0, grace_s=1)
+
+    # A new process on the same path finds the collection (released on disk) and serves it.
+    second = await search_service_factory(
+        milvus_uri=uri,
+        redis_url=redis_url,
+        embedder_address=embedder_address,
+        collection="images",
+        cache_enabled=False,
+    )
+    async with grpc.aio.insecure_channel(search_address(second)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        assert (await stub.Stats(search_pb2.StatsRequest())).item_count == 3
+        found = await stub.Search(search_pb2.SearchRequest(image=photos["coffee"], top_k=3))
+        assert found.hits[0].id == "coffee"
+        assert {hit.id for hit in found.hits} == set(names)
