@@ -142,15 +142,19 @@ class SearchServer:
     async def _watch_dependencies(self) -> None:
         """Drive the health status from periodic Embedder and Milvus probes."""
         interval = self.settings.health_check_interval_s
+        # A probe may take longer than a short interval on a loaded machine
+        # without that meaning the dependency is down.
+        probe_timeout_s = min(max(interval, 2.0), 5.0)
         while True:
             await asyncio.sleep(interval)
             started = time.monotonic()
             try:
-                await self.embedder.get_model(Deadline(min(interval, 5.0)))
-                await self.store.ping(min(interval, 5.0))
-            except ImgsearchError as error:
+                await self.embedder.get_model(Deadline(probe_timeout_s))
+                await self.store.ping(probe_timeout_s)
+            except Exception as error:  # noqa: BLE001 -- the monitor must outlive any failure
+                reason = error.message if isinstance(error, ImgsearchError) else repr(error)
                 if self.health.serving:
-                    _log.warning("dependency down: NOT_SERVING", extra={"reason": error.message})
+                    _log.warning("dependency down: NOT_SERVING", extra={"reason": reason})
                     await self.health.set_serving(False)
                 continue
             if not self.health.serving:
