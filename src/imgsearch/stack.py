@@ -69,8 +69,8 @@ def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when the supervisor dies.
+def _pdeathsig_preexec(sig: signal.Signals) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send `sig` to the child when the supervisor dies.
 
     libc is looked up here, before fork, so the function run in the child
     between fork and exec only makes one system call.
@@ -83,7 +83,7 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
 
     def set_pdeathsig() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
     return set_pdeathsig
 
@@ -142,7 +142,8 @@ class Child:
             cwd=spec.cwd,
             start_new_session=True,
             # One prctl call between fork and exec: no locks, no allocation.
-            preexec_fn=_pdeathsig_preexec(),
+            # The child's own stop signal, so it shuts down as cleanly as it can.
+            preexec_fn=_pdeathsig_preexec(spec.stop_signal),
             text=True,
             errors="replace",
         )

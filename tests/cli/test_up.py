@@ -74,21 +74,36 @@ def wait_exit(child: ChildProcess, timeout: float) -> int:
         pytest.fail(f"imgsearch up did not exit within {timeout} s:\n{child.tail()}")
 
 
-def test_sigterm_stops_every_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+    ids=["SIGTERM", "SIGINT (Ctrl-C)", "SIGKILL"],
+)
+def test_signal_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
     up, address = start_up(tmp_path / "stack")
+    tree: dict[int, str] = {}
     try:
         tree = descendants(up.proc.pid)
         names = " ".join(tree.values())
         for expected in ("redis-server", "milvus_lite", "imgsearch_embedder", "imgsearch_search"):
             assert expected in names, tree
         assert run_cli(["health"], address).code == 0
-        # SIGTERM to `imgsearch up` alone, as a service manager would send it.
-        os.kill(up.proc.pid, signal.SIGTERM)
-        assert wait_exit(up, 90) == 0, up.tail()
+        # The signal goes to `imgsearch up` alone, as a service manager (or a
+        # terminal, for Ctrl-C: the children are in their own process groups)
+        # sends it. SIGKILL cannot be handled: the children's parent-death
+        # signal must stop them anyway.
+        os.kill(up.proc.pid, sig)
+        code = wait_exit(up, 90)
+        assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), up.tail()
+        deadline = time.monotonic() + 30
+        while alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert alive(tree) == {}
         assert run_cli(["health"], address).code == 3
     finally:
         up.stop()
+        for pid in alive(tree):  # only when the test failed: leave nothing behind
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_dead_child_is_reported_and_the_others_stopped(tmp_path: Path) -> None:
