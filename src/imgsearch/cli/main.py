@@ -280,7 +280,10 @@ def search_command(
     table = Table(title=f"{len(result.hits)} hits for {query_name}" + (" (cached)" * result.cached))
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
-    table.add_column("id", overflow="fold")
+    # Ids (content hashes) are copied into other commands: keep them whole.
+    table.add_column(
+        "id", no_wrap=True, min_width=min(64, max((len(h.id) for h in result.hits), default=2))
+    )
     table.add_column("uri", overflow="fold")
     for rank, hit in enumerate(result.hits, start=1):
         table.add_row(str(rank), f"{hit.score:.4f}", hit.id, hit.uri)
