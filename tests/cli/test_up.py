@@ -88,11 +88,15 @@ def test_signal_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
         for expected in ("redis-server", "milvus_lite", "imgsearch_embedder", "imgsearch_search"):
             assert expected in names, tree
         assert run_cli(["health"], address).code == 0
-        # The signal goes to `imgsearch up` alone, as a service manager (or a
-        # terminal, for Ctrl-C: the children are in their own process groups)
-        # sends it. SIGKILL cannot be handled: the children's parent-death
+        # SIGTERM and SIGKILL go to `imgsearch up` alone, as a service manager
+        # sends them; SIGINT to its whole process group, as a terminal's Ctrl-C
+        # does (the children are in groups of their own, so `up` stops them in
+        # order). SIGKILL cannot be handled: the children's parent-death
         # signal must stop them anyway.
-        os.kill(up.proc.pid, sig)
+        if sig == signal.SIGINT:
+            os.killpg(up.proc.pid, sig)
+        else:
+            os.kill(up.proc.pid, sig)
         code = wait_exit(up, 90)
         assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), up.tail()
         deadline = time.monotonic() + 30
