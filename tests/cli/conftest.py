@@ -26,12 +26,14 @@ EMBEDDER_LINE = r"embedder listening on (?P<host>[^\s:]+):(?P<port>\d+)"
 IMGSEARCH = [PYTHON, "-m", "imgsearch.cli"]
 
 
-def start_up(data_dir: Path, *extra: str) -> tuple[ChildProcess, str]:
+def start_up(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[ChildProcess, str]:
     """Run `imgsearch up` in the background; return it and the Search address once ready."""
     child = ChildProcess(
         "imgsearch up",
         [*IMGSEARCH, "up", "--data-dir", str(data_dir), *extra],
-        env={"EMBEDDER_LOG_LEVEL": "WARNING", "SEARCH_LOG_LEVEL": "WARNING"},
+        env={"EMBEDDER_LOG_LEVEL": "WARNING", "SEARCH_LOG_LEVEL": "WARNING", **(env or {})},
     )
     try:
         search = child.wait_for_line(SEARCH_LINE, timeout=240)

@@ -153,3 +153,35 @@ def test_startup_failure_names_the_child(tmp_path: Path) -> None:
         pid: command for pid, command in alive(all_processes()).items() if str(data_dir) in command
     }
     assert leftovers == {}
+
+
+def test_external_milvus_and_redis(
+    tmp_path: Path, milvus_lite_uri: str, redis_url: str, unique_collection: str
+) -> None:
+    """--milvus-uri and --redis-url: only the Embedder and Search are started."""
+    up, address = start_up(
+        tmp_path / "stack",
+        "--milvus-uri",
+        milvus_lite_uri,
+        "--redis-url",
+        redis_url,
+        env={"SEARCH_COLLECTION": unique_collection},
+    )
+    tree: dict[int, str] = {}
+    try:
+        tree = descendants(up.proc.pid)
+        names = " ".join(tree.values())
+        assert "imgsearch_embedder" in names
+        assert "imgsearch_search" in names
+        assert "redis-server" not in names
+        assert "milvus" not in names
+        stats = run_cli(["stats", "--json"], address)
+        assert stats.code == 0, stats.stderr
+        assert stats.json()["collection"] == unique_collection
+        os.kill(up.proc.pid, signal.SIGTERM)
+        assert wait_exit(up, 90) == 0, up.tail()
+        assert alive(tree) == {}
+    finally:
+        up.stop()
+        for pid in alive(tree):
+            os.kill(pid, signal.SIGKILL)
