@@ -44,6 +44,8 @@ class TcpRelay:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # Seconds each chunk towards the target is held back (a slow dependency).
+        self.delay_s = 0.0
 
     @property
     def address(self) -> str:
@@ -70,14 +72,20 @@ class TcpRelay:
             return
         self._writers.update((client_writer, target_writer))
 
-        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def pump(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, towards_target: bool
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await reader.read(65536):
+                    if towards_target and self.delay_s:
+                        await asyncio.sleep(self.delay_s)
                     writer.write(data)
                     await writer.drain()
             writer.transport.abort()
 
-        await asyncio.gather(pump(client_reader, target_writer), pump(target_reader, client_writer))
+        await asyncio.gather(
+            pump(client_reader, target_writer, True), pump(target_reader, client_writer, False)
+        )
         self._writers.difference_update((client_writer, target_writer))
 
 
@@ -184,6 +192,36 @@ async def test_embedder_outage_fails_image_calls_clearly_and_recovers(
         await wait_for_health(channel, SERVING, within_s=15)
         reply = await stub.Search(search_pb2.SearchRequest(image=query_image, top_k=1))
         assert reply.hits[0].id == "coffee"
+
+
+async def test_a_caller_deadline_shorter_than_a_slow_embedder_writes_nothing(
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+    relay_factory: Callable[[str], Awaitable[TcpRelay]],
+):
+    relay = await relay_factory(embedder_address)
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=relay.address
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        relay.delay_s = 2.0
+        started = time.monotonic()
+        await expect_status(
+            stub.Insert(
+                search_pb2.InsertRequest(items=[search_pb2.Item(id="late", image=photo("moon"))]),
+                timeout=1.0,
+            ),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+        assert time.monotonic() - started < 1.9
+        relay.delay_s = 0.0
+        await asyncio.sleep(3.0)  # long after the delayed Embed would have answered
+        got = await stub.Get(search_pb2.GetRequest(ids=["late"]), timeout=10)
+        assert list(got.missing_ids) == ["late"]
+        assert (await stub.Stats(search_pb2.StatsRequest())).item_count == 0
 
 
 async def test_milvus_outage_is_unavailable_naming_milvus_and_recovers(
