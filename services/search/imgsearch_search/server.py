@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 
+import grpc
 from prometheus_client import CollectorRegistry
 
 from imgsearch.common.errors import FailedPreconditionError, ImgsearchError, UnavailableError
@@ -202,19 +203,29 @@ class _DeferredService(search_pb2_grpc.SearchServicer):
             )
         return servicer
 
-    async def Insert(self, request, context):  # type: ignore[no-untyped-def]
+    async def Insert(
+        self, request: search_pb2.InsertRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.InsertResponse:
         return await self._target().Insert(request, context)
 
-    async def Search(self, request, context):  # type: ignore[no-untyped-def]
+    async def Search(
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.SearchResponse:
         return await self._target().Search(request, context)
 
-    async def Get(self, request, context):  # type: ignore[no-untyped-def]
+    async def Get(
+        self, request: search_pb2.GetRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.GetResponse:
         return await self._target().Get(request, context)
 
-    async def Delete(self, request, context):  # type: ignore[no-untyped-def]
+    async def Delete(
+        self, request: search_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.DeleteResponse:
         return await self._target().Delete(request, context)
 
-    async def Stats(self, request, context):  # type: ignore[no-untyped-def]
+    async def Stats(
+        self, request: search_pb2.StatsRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.StatsResponse:
         return await self._target().Stats(request, context)
 
 
