@@ -70,7 +70,8 @@ def _edited_astronaut(photo_dir: Path, tmp_path: Path) -> Path:
     image = Image.open(photo_dir / "astronaut.png").convert("RGB")
     width, height = image.size
     edited = image.crop((40, 40, width - 60, height - 30)).rotate(8)
-    path = tmp_path / "query.jpg"
+    # Brackets and colons: file names are data, never rich markup or emoji codes.
+    path = tmp_path / "query [red]x[bold] :smile:.jpg"
     edited.save(path, quality=40)
     return path
 
@@ -100,6 +101,7 @@ def test_search_table_and_html(
     assert result.code == 0, result.stderr
     assert "rank" in result.stdout
     assert "score" in result.stdout
+    assert f"2 hits for {query}" in result.stdout
     assert "astronaut.png" in result.stdout
     html = page.read_text()
     # The query and both hits are embedded as thumbnails, with scores.

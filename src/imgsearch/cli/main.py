@@ -26,6 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from imgsearch.cli import html as html_page
 from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
@@ -46,8 +47,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 
-_out = Console(highlight=False, soft_wrap=True)
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_out = Console(highlight=False, soft_wrap=True, emoji=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,8 @@ def search_command(
             }
         )
         return
-    table = Table(title=f"{len(result.hits)} hits for {query_name}" + (" (cached)" * result.cached))
+    title = f"{len(result.hits)} hits for {query_name}" + (" (cached)" * result.cached)
+    table = Table(title=Text(title))
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
     # Ids (content hashes) are copied into other commands: keep them whole.
@@ -286,7 +288,8 @@ def search_command(
     )
     table.add_column("uri", overflow="fold")
     for rank, hit in enumerate(result.hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.id, hit.uri)
+        # Text, not str: ids and uris are data, never rich markup.
+        table.add_row(str(rank), f"{hit.score:.4f}", Text(hit.id), Text(hit.uri))
     _out.print(table)
     if html_file is not None:
         _out.print(f"wrote {html_file}", markup=False)
@@ -360,7 +363,7 @@ def stats_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     table = Table(show_header=False)
     for key, value in stats.to_dict().items():
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))
     _out.print(table)
 
 
