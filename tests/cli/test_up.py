@@ -185,3 +185,18 @@ def test_external_milvus_and_redis(
         up.stop()
         for pid in alive(tree):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_missing_program_is_one_clear_error(tmp_path: Path) -> None:
+    """Without redis-server on PATH, `up` says what is missing and starts nothing else."""
+    proc = subprocess.run(
+        [*IMGSEARCH, "up", "--data-dir", str(tmp_path / "stack")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": str(tmp_path / "empty")},
+    )
+    assert proc.returncode == 1
+    assert "imgsearch up: cannot start redis: redis-server:" in proc.stderr
+    assert "run `make setup`" in proc.stderr
+    assert "starting milvus" not in proc.stderr
