@@ -274,14 +274,37 @@ class Client:
     # --- the Search API
 
     def insert(
-        self, items: Iterable[ItemInput], *, timeout: float | None = None
+        self,
+        items: Iterable[ItemInput],
+        *,
+        batch_size: int = 64,
+        batch_bytes: int = 16 * 1024 * 1024,
+        timeout: float | None = None,
     ) -> list[ItemOutcome]:
-        """Embed and store items (one request); one outcome per item, in order.
+        """Embed and store items; one outcome per item, in order.
 
-        A bad image fails only its own item (see `ItemOutcome.ok`); errors of
-        the whole request (no items, too many, a dependency down) raise.
+        Items are sent in requests of at most `batch_size` items and about
+        `batch_bytes` bytes of images (the server accepts 256 items and 64 MiB
+        by default). A bad image fails only its own item (see
+        `ItemOutcome.ok`); errors of a whole request (a dependency down)
+        raise, after earlier requests were stored: inserting is an upsert by
+        id, so calling again with the same items is safe.
         """
-        request = search_pb2.InsertRequest(items=[item.to_proto() for item in items])
+        outcomes: list[ItemOutcome] = []
+        batch: list[ItemInput] = []
+        size = 0
+        for item in items:
+            if batch and (len(batch) >= batch_size or size + len(item.image) > batch_bytes):
+                outcomes.extend(self._insert_batch(batch, timeout))
+                batch, size = [], 0
+            batch.append(item)
+            size += len(item.image)
+        if batch:
+            outcomes.extend(self._insert_batch(batch, timeout))
+        return outcomes
+
+    def _insert_batch(self, batch: list[ItemInput], timeout: float | None) -> list[ItemOutcome]:
+        request = search_pb2.InsertRequest(items=[item.to_proto() for item in batch])
         reply = self._call(
             self._stub.Insert, request, self.insert_timeout if timeout is None else timeout
         )

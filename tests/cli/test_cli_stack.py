@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import skimage.data
 from PIL import Image
 
-from imgsearch.client import content_id
+from imgsearch.client import Client, ItemInput, content_id
 from tests.cli.conftest import run_cli
 from tests.fixtures.processes import free_port
 
@@ -219,8 +220,6 @@ def test_address_option_beats_environment(stack_address: str) -> None:
 
 
 def test_python_client_round_trip(stack_address: str, photo_dir: Path) -> None:
-    from imgsearch.client import Client, ItemInput
-
     image = Image.open(photo_dir / "coffee.jpg")
     buffer = io.BytesIO()
     image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buffer, format="PNG")
@@ -237,3 +236,27 @@ def test_python_client_round_trip(stack_address: str, photo_dir: Path) -> None:
         assert hits[0].id == "client-flipped-coffee"
         assert hits[0].score == pytest.approx(1.0, abs=1e-3)
         assert client.delete(["client-flipped-coffee"]) == 1
+
+
+def test_python_client_batches_inserts_and_keeps_order(stack_address: str) -> None:
+    # An image no other test uses, so the items cannot show up in their results.
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.camera()).save(buffer, format="PNG")
+    good = buffer.getvalue()
+    items = [
+        ItemInput(image=good, id="batch-0"),
+        ItemInput(image=good[:500], id="batch-1-truncated"),
+        ItemInput(image=good, id="batch-2"),
+        ItemInput(image=b"not an image", id="batch-3-text"),
+        ItemInput(image=good, id="batch-4"),
+    ]
+    with Client(stack_address) as client:
+        outcomes = client.insert(items, batch_size=2)
+        assert [outcome.id for outcome in outcomes] == [item.id for item in items]
+        assert [outcome.ok for outcome in outcomes] == [True, False, True, False, True]
+        assert outcomes[1].code.name == "INVALID_ARGUMENT"
+        assert outcomes[1].message
+        stored = client.get([item.id for item in items])
+        assert [item.id for item in stored.items] == ["batch-0", "batch-2", "batch-4"]
+        assert stored.missing_ids == ["batch-1-truncated", "batch-3-text"]
+        assert client.delete(["batch-0", "batch-2", "batch-4"]) == 3

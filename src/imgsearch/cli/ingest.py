@@ -223,7 +223,8 @@ def _run_batch(client: Client, pending: list[_Pending]) -> _BatchOutcome:
     outcome.skipped = len(pending) - len(to_insert)
     if not to_insert:
         return outcome
-    results = client.insert([entry.item for entry in to_insert])
+    # One request: the batch is already bounded by count and bytes.
+    results = client.insert([entry.item for entry in to_insert], batch_size=len(to_insert))
     for entry, result in zip(to_insert, results, strict=True):
         if result.ok:
             outcome.inserted += 1
