@@ -47,7 +47,7 @@ async def test_get_model_describes_the_model(channel) -> None:
     info = await stub.GetModel(embedder_pb2.GetModelRequest())
     assert (info.model, info.dimension, info.input_size) == ("efficientnet_lite0-avg", 1280, 224)
     assert (info.device, info.dtype, info.pooling) == ("cpu", "float32", "avg")
-    assert info.max_images_per_request == 64
+    assert (info.max_images_per_request, info.max_batch_size) == (64, 16)
 
 
 async def test_batched_equals_single_and_results_map_back(channel) -> None:
@@ -139,6 +139,8 @@ async def test_health_is_not_serving_until_warm_and_while_draining() -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         await server.load_model()
         assert (await health.Check(request)).status == SERVING
+        # No max_batch_size configured: the CPU default applies and is reported.
+        assert (await stub.GetModel(embedder_pb2.GetModelRequest())).max_batch_size == 4
         # Drain: health flips first, while an in-flight call still completes.
         in_flight = asyncio.ensure_future(
             stub.Embed(embedder_pb2.EmbedRequest(images=[jpeg(n) for n in PHOTOS] * 8))

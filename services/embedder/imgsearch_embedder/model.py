@@ -71,6 +71,16 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+def default_max_batch_size(device: torch.device) -> int:
+    """Batch size when none is configured.
+
+    On CPU, throughput per image falls once a batch's activations outgrow the
+    caches: measured for EfficientNet-Lite0 on 2 cores, 338 images/s at batch 4
+    against 185 at 8 and 147 at 32. A GPU needs large batches to be busy.
+    """
+    return 64 if device.type == "cuda" else 4
+
+
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     """`auto` is float16 on CUDA (tensor cores) and float32 on CPU."""
     if requested == "auto":

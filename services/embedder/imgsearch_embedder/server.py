@@ -26,7 +26,7 @@ from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
-from imgsearch_embedder.model import EmbeddingModel, usable_cpu_count
+from imgsearch_embedder.model import EmbeddingModel, default_max_batch_size, usable_cpu_count
 from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
 from imgsearch_embedder.service import EmbedderService, ModelRuntime
 from imgsearch_embedder.settings import EmbedderSettings
@@ -85,20 +85,21 @@ class EmbedderServer:
         """Load and warm the model off the event loop, then report SERVING."""
         loop = asyncio.get_running_loop()
         model = await loop.run_in_executor(self._model_executor, EmbeddingModel, self.settings)
-        await loop.run_in_executor(
-            self._model_executor, model.warm_up, self.settings.max_batch_size
-        )
+        max_batch_size = self.settings.max_batch_size or default_max_batch_size(model.device)
+        await loop.run_in_executor(self._model_executor, model.warm_up, max_batch_size)
         self.model = model
         self.batcher = DynamicBatcher(
             model.embed_batch,
-            max_batch_size=self.settings.max_batch_size,
+            max_batch_size=max_batch_size,
             max_delay_s=self.settings.max_delay_ms / 1000.0,
             queue_size=self.settings.queue_size,
             model_executor=self._model_executor,
             metrics=self._batcher_metrics,
         )
         self.batcher.start()
-        self.servicer.attach(ModelRuntime(model=model, batcher=self.batcher))
+        self.servicer.attach(
+            ModelRuntime(model=model, batcher=self.batcher, max_batch_size=max_batch_size)
+        )
         await self.health.set_serving(True)
         _log.info("embedder serving", extra={"port": self.port, "model": model.spec.name})
 

@@ -22,6 +22,7 @@ class ModelRuntime:
 
     model: EmbeddingModel
     batcher: DynamicBatcher
+    max_batch_size: int  # as configured, or the device's default
 
 
 class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
@@ -87,7 +88,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
     async def GetModel(
         self, request: embedder_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> embedder_pb2.GetModelResponse:
-        model = self._ready().model
+        runtime = self._ready()
+        model = runtime.model
         spec = model.spec
         return embedder_pb2.GetModelResponse(
             model=spec.name,
@@ -95,7 +97,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             input_size=spec.input_size,
             device=str(model.device),
             dtype=model.dtype_name,
-            max_batch_size=self._settings.max_batch_size,
+            max_batch_size=runtime.max_batch_size,
             max_images_per_request=self._settings.max_images_per_request,
             max_request_bytes=self._settings.max_request_bytes,
             max_image_pixels=self._settings.max_image_pixels,
