@@ -11,20 +11,23 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from imgsearch.common.settings import ServerSettings
 
 
-class EmbedderSettings(BaseSettings):
+class EmbedderSettings(ServerSettings):
     """Configuration of one Embedder process."""
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDER_", extra="forbid")
 
-    # --- network
-    host: str = Field("0.0.0.0", description="Interface the gRPC server binds.")
+    # --- network (the rest in ServerSettings)
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
-    metrics_host: str = Field("0.0.0.0", description="Interface of the Prometheus endpoint.")
     metrics_port: int | None = Field(
-        9100, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free port."
+        9100,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port; 0 picks a free port; unset disables it.",
     )
 
     # --- model
@@ -99,18 +102,6 @@ class EmbedderSettings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height) accepted."
     )
-
-    # --- lifecycle and logs
-    drain_delay_s: float = Field(
-        0.0,
-        ge=0,
-        description="After SIGTERM, seconds to stay up NOT_SERVING so load balancers notice.",
-    )
-    shutdown_grace_s: float = Field(
-        10.0, ge=0, description="Seconds in-flight RPCs get to finish during shutdown."
-    )
-    log_level: str = Field("INFO", description="Python log level.")
-    log_json: bool = Field(True, description="Log JSON lines (false: plain text).")
 
     @model_validator(mode="after")
     def _check_sizes(self) -> EmbedderSettings:

@@ -10,18 +10,18 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from imgsearch.common.settings import ServerSettings
 
 
-class SearchSettings(BaseSettings):
+class SearchSettings(ServerSettings):
     """Configuration of one Search process."""
 
     model_config = SettingsConfigDict(env_prefix="SEARCH_", extra="forbid")
 
-    # --- network
-    host: str = Field("0.0.0.0", description="Interface the gRPC server binds.")
+    # --- network (the rest in ServerSettings)
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free port.")
-    metrics_host: str = Field("0.0.0.0", description="Interface of the Prometheus endpoint.")
     metrics_port: int | None = Field(
         9101,
         ge=0,
@@ -128,13 +128,3 @@ class SearchSettings(BaseSettings):
     startup_timeout_s: float = Field(
         120.0, gt=0, description="How long start-up waits for Milvus and the Embedder to answer."
     )
-    drain_delay_s: float = Field(
-        0.0,
-        ge=0,
-        description="After SIGTERM, seconds to stay up NOT_SERVING so load balancers notice.",
-    )
-    shutdown_grace_s: float = Field(
-        10.0, ge=0, description="Seconds in-flight RPCs get to finish during shutdown."
-    )
-    log_level: str = Field("INFO", description="Python log level.")
-    log_json: bool = Field(True, description="Log JSON lines (false: plain text).")
