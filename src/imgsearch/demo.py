@@ -472,11 +472,12 @@ def _run_queries(
         query.hits = result.hits
         top = query.hits[0] if query.hits else None
         verdict = {True: "expected", False: "UNEXPECTED", None: ""}[query.top_hit_correct]
-        described = (
-            f"{Path(top.uri).stem} ({top.labels.get('category', '')}) {top.score:.3f}"
-            if top
-            else "no hits"
-        )
+        if top is None:
+            described = "no hits"
+        else:
+            category = top.labels.get("category")
+            label = f" ({category})" if category else ""
+            described = f"{Path(top.uri).stem}{label} {top.score:.3f}"
         say(f"  {query.title}: top hit {described} {verdict}")
 
     photo_checks = [query.top_hit_correct for query in queries[: len(photo_query_list)]]
