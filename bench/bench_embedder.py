@@ -150,7 +150,12 @@ async def _drive(address: str, concurrency: int, seconds: float, warmup: float) 
     }
 
 
-def measure_service(best_batch_size: int, seconds: float) -> list[dict]:
+def measure_service(best_batch_size: int, seconds: float, rounds: int) -> list[dict]:
+    """Each concurrency level `rounds` times, interleaved; the median round is kept.
+
+    On a small shared machine single runs vary by 10% or more; the median of
+    interleaved rounds is steadier than one long run.
+    """
     sys.path.insert(0, str(ROOT))
     from tests.fixtures.embedder import LISTENING
     from tests.fixtures.processes import ChildProcess
@@ -166,16 +171,23 @@ def measure_service(best_batch_size: int, seconds: float) -> list[dict]:
     server = ChildProcess("embedder", [sys.executable, "-m", "imgsearch_embedder"], env)
     try:
         address = f"127.0.0.1:{server.wait_for_line(LISTENING, timeout=300)['port']}"
+        runs: dict[int, list[dict]] = {concurrency: [] for concurrency in CONCURRENCY}
+        for _ in range(rounds):
+            for concurrency in CONCURRENCY:
+                # A separate client process, so the client's CPU is not the server's GIL.
+                output = subprocess.run(
+                    [sys.executable, __file__, "client", address, str(concurrency), str(seconds)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                runs[concurrency].append(json.loads(output.strip().splitlines()[-1]))
         results = []
-        for concurrency in CONCURRENCY:
-            # A separate client process, so the client's CPU is not the server's GIL.
-            output = subprocess.run(
-                [sys.executable, __file__, "client", address, str(concurrency), str(seconds)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            results.append(json.loads(output.strip().splitlines()[-1]))
+        for rounds_run in runs.values():
+            ordered = sorted(rounds_run, key=lambda run: run["images_per_s"])
+            median = dict(ordered[len(ordered) // 2])
+            median["images_per_s_rounds"] = [run["images_per_s"] for run in rounds_run]
+            results.append(median)
         return results
     finally:
         server.stop()
@@ -212,7 +224,7 @@ def plot(model: dict, service: list[dict], path: Path) -> None:
 def report(result: dict, model: dict, service: list[dict]) -> str:
     rows = "\n".join(
         f"| {r['concurrency']} | {r['images_per_s']} | {r['p50_ms']} | {r['p99_ms']} |"
-        f" {r['client_cpu_cores']} |"
+        f" {r['client_cpu_cores']} | {', '.join(map(str, r['images_per_s_rounds']))} |"
         for r in service
     )
     excluded = model["model_images_per_s_decode_excluded"]
@@ -222,7 +234,8 @@ def report(result: dict, model: dict, service: list[dict]) -> str:
 Measured on {result["machine"]}; model `efficientnet_lite0-avg` on {model["device"]}
 ({model["dtype"]}), 224x224 input, JPEG photos from `skimage.data`. The service ran with
 `max_batch_size={model["best_batch_size"]}` (the model's best) and `max_delay_ms={MAX_DELAY_MS}`,
-driven by a separate client process sending one image per request. Client and server
+driven by a separate client process sending one image per request; every concurrency
+level ran in several interleaved rounds and the median round is reported. Client and server
 share the same cores here, so the CPU the client burns (last column) is taken from the
 server: the service figures are a lower bound on a machine where clients run elsewhere.
 
@@ -234,8 +247,8 @@ server: the service figures are a lower bound on a machine where clients run els
 
 By batch size, decode excluded (images/s): {batches}.
 
-| Service, concurrency | images/s | p50 ms | p99 ms | client CPU (cores) |
-|---|---|---|---|---|
+| Service, concurrency | images/s (median) | p50 ms | p99 ms | client CPU | all rounds |
+|---|---|---|---|---|---|
 {rows}
 
 - `efficiency` (service at concurrency 32 / model with decode): **{result["efficiency"]}**
@@ -256,12 +269,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per point")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/")
+    parser.add_argument("--rounds", type=int, default=3, help="service rounds (median kept)")
     parser.add_argument(
         "--max-batch-size", type=int, default=0, help="service max_batch_size (0: model's best)"
     )
     args = parser.parse_args()
     model = measure_model(seconds=min(args.seconds, 3.0), headline_seconds=args.seconds)
-    service = measure_service(args.max_batch_size or model["best_batch_size"], args.seconds)
+    service = measure_service(
+        args.max_batch_size or model["best_batch_size"], args.seconds, args.rounds
+    )
     by_concurrency = {r["concurrency"]: r for r in service}
     result = {
         "benchmark": "embedder",

@@ -25,6 +25,7 @@ from imgsearch.common.grpc_runtime import (
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
 from imgsearch_embedder.model import EmbeddingModel, default_max_batch_size, usable_cpu_count
 from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
@@ -98,7 +99,15 @@ class EmbedderServer:
         )
         self.batcher.start()
         self.servicer.attach(
-            ModelRuntime(model=model, batcher=self.batcher, max_batch_size=max_batch_size)
+            ModelRuntime(
+                model=model,
+                batcher=self.batcher,
+                admission=Admission(
+                    limit=self.settings.decode_ahead_batches * max_batch_size,
+                    max_waiting=self.settings.queue_size,
+                ),
+                max_batch_size=max_batch_size,
+            )
         )
         await self.health.set_serving(True)
         _log.info("embedder serving", extra={"port": self.port, "model": model.spec.name})

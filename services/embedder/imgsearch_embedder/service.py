@@ -10,6 +10,7 @@ import grpc
 
 from imgsearch.common.errors import InvalidArgumentError, UnavailableError
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
+from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import DynamicBatcher
 from imgsearch_embedder.model import EmbeddingModel
 from imgsearch_embedder.preprocess import Preprocessor
@@ -22,6 +23,7 @@ class ModelRuntime:
 
     model: EmbeddingModel
     batcher: DynamicBatcher
+    admission: Admission
     max_batch_size: int  # as configured, or the device's default
 
 
@@ -73,13 +75,15 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining()
         deadline = None if remaining is None else loop.time() + remaining
-        decoded = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._decode_executor, self._preprocessor, image, index)
-                for index, image in enumerate(request.images)
+        # Decode only once the model is about to need the images (see admission.py).
+        async with runtime.admission.admit(len(request.images), deadline):
+            decoded = await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._decode_executor, self._preprocessor, image, index)
+                    for index, image in enumerate(request.images)
+                )
             )
-        )
-        vectors = await runtime.batcher.submit(decoded, deadline)
+            vectors = await runtime.batcher.submit(decoded, deadline)
         return embedder_pb2.EmbedResponse(
             embeddings=[embedder_pb2.Embedding(vector=row.tolist()) for row in vectors],
             model=runtime.model.spec.name,

@@ -93,6 +93,15 @@ class EmbedderSettings(ServerSettings):
     queue_size: int = Field(
         1024, ge=1, description="Images waiting for the model; beyond it RESOURCE_EXHAUSTED."
     )
+    decode_ahead_batches: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Images are decoded only when at most this many batches are ahead of them:"
+            " decoding earlier holds memory and, on CPU, takes cores from the model."
+        ),
+    )
 
     # --- request limits
     max_images_per_request: int = Field(256, ge=1, description="Most images in one Embed call.")
