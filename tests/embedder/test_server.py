@@ -15,7 +15,7 @@ from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.server import EmbedderServer
 from tests.embedder.images import encode, jpeg
 from tests.fixtures.embedder import LISTENING, embedder_test_settings
-from tests.fixtures.processes import PYTHON, ChildProcess
+from tests.fixtures.processes import PYTHON, ChildProcess, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -180,5 +180,44 @@ def test_sigterm_drains_in_flight_work_and_exits_cleanly() -> None:
         assert status == NOT_SERVING
         assert count == 64
         assert child.proc.wait(30) == 0, child.tail()
+    finally:
+        child.stop()
+
+
+def test_missing_weights_stop_start_up_with_instructions() -> None:
+    child = ChildProcess(
+        "embedder",
+        [PYTHON, "-m", "imgsearch_embedder", "--model", "resnet18", "--port", "0"],
+        {"EMBEDDER_METRICS_PORT": "0", "EMBEDDER_LOG_JSON": "false"},
+    )
+    try:
+        assert child.proc.wait(120) == 1, child.tail()
+        assert "cannot start" in child.tail()
+        assert "EMBEDDER_WEIGHTS" in child.tail()
+        assert "listening" not in child.tail()
+    finally:
+        child.stop()
+
+
+def test_sigterm_while_the_model_loads_exits_cleanly() -> None:
+    port = free_port()
+    child = ChildProcess(
+        "embedder",
+        [PYTHON, "-m", "imgsearch_embedder", "--host", "127.0.0.1", "--port", str(port)],
+        {"EMBEDDER_METRICS_PORT": "0"},
+    )
+    try:
+
+        async def first_status() -> int:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                request = health_pb2.HealthCheckRequest()
+                reply = await health.Check(request, wait_for_ready=True, timeout=60)
+                return reply.status
+
+        assert asyncio.run(first_status()) == NOT_SERVING  # still loading the model
+        child.signal(signal.SIGTERM)
+        assert child.proc.wait(60) == 0, child.tail()
+        assert "listening" not in child.tail()
     finally:
         child.stop()

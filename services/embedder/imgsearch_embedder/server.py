@@ -20,14 +20,19 @@ from imgsearch.common.grpc_runtime import (
     ServiceRegistration,
     create_grpc_server,
     drain_and_stop,
-    wait_for_termination_signal,
+    serve_until_terminated,
 )
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
-from imgsearch_embedder.model import EmbeddingModel, default_max_batch_size, usable_cpu_count
+from imgsearch_embedder.model import (
+    EmbeddingModel,
+    ModelLoadError,
+    default_max_batch_size,
+    usable_cpu_count,
+)
 from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
 from imgsearch_embedder.service import EmbedderService, ModelRuntime
 from imgsearch_embedder.settings import EmbedderSettings
@@ -128,19 +133,21 @@ class EmbedderServer:
         self._model_executor.shutdown(wait=True, cancel_futures=True)
 
 
-async def serve(settings: EmbedderSettings) -> None:
-    """Run one Embedder until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(settings: EmbedderSettings) -> int:
+    """Run one Embedder until SIGTERM or SIGINT; returns the exit status.
+
+    Weights that cannot be loaded end the process with status 1 and a log line
+    saying how to provide them.
+    """
     server = EmbedderServer(settings)
     await server.start()
-    try:
-        await server.load_model()
-        # One line on stdout for scripts and supervisors (`imgsearch up`, tests).
-        print(f"embedder listening on {settings.host}:{server.port}", flush=True)
-        received = await wait_for_termination_signal()
-        _log.info("received %s: draining", received.name)
-    finally:
-        await server.stop()
-    _log.info("embedder stopped")
+    return await serve_until_terminated(
+        "embedder",
+        f"{settings.host}:{server.port}",
+        server.load_model(),
+        server.stop,
+        startup_errors=(ModelLoadError,),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,4 +158,4 @@ def main(argv: list[str] | None = None) -> None:
         _cli_kebab_case=True,
     )
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(serve(settings))
+    raise SystemExit(asyncio.run(serve(settings)))

@@ -26,7 +26,7 @@ from imgsearch.common.grpc_runtime import (
     ServiceRegistration,
     create_grpc_server,
     drain_and_stop,
-    wait_for_termination_signal,
+    serve_until_terminated,
 )
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
@@ -233,29 +233,13 @@ async def serve(settings: SearchSettings) -> int:
     """Run one Search server until SIGTERM or SIGINT; returns the exit status."""
     server = SearchServer(settings)
     await server.start()
-    # Listen for SIGTERM from the start: waiting for dependencies can take long.
-    termination = asyncio.create_task(wait_for_termination_signal())
-    connecting = asyncio.create_task(server.connect())
-    try:
-        await asyncio.wait({termination, connecting}, return_when=asyncio.FIRST_COMPLETED)
-        if connecting.done():
-            try:
-                connecting.result()
-            except StartupError as error:
-                _log.error("cannot start: %s", error)
-                return 1
-            # One line on stdout for scripts and supervisors (`imgsearch up`, tests).
-            print(f"search listening on {settings.host}:{server.port}", flush=True)
-        received = await termination
-        _log.info("received %s: draining", received.name)
-    finally:
-        for task in (connecting, termination):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StartupError):
-                await task
-        await server.stop()
-    _log.info("search stopped")
-    return 0
+    return await serve_until_terminated(
+        "search",
+        f"{settings.host}:{server.port}",
+        server.connect(),
+        server.stop,
+        startup_errors=(StartupError,),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

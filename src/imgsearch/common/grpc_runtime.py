@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -193,6 +194,44 @@ async def wait_for_termination_signal() -> signal.Signals:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def serve_until_terminated(
+    name: str,
+    address: str,
+    start_up: Awaitable[None],
+    stop: Callable[[], Awaitable[None]],
+    startup_errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run a server's start-up, announce it, serve until SIGTERM or SIGINT, then stop.
+
+    The signal handlers go in first, so a SIGTERM during a long start-up (loading a
+    model, waiting for dependencies) still ends in a clean shutdown. Once `start_up`
+    completes, one line `NAME listening on ADDRESS` goes to stdout for scripts and
+    supervisors (`imgsearch up`, tests). An error of `startup_errors` is logged and
+    gives exit status 1; `stop` always runs. Returns the exit status.
+    """
+    termination = asyncio.create_task(wait_for_termination_signal())
+    starting = asyncio.ensure_future(start_up)
+    try:
+        await asyncio.wait({termination, starting}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            try:
+                starting.result()
+            except startup_errors as error:
+                _log.error("cannot start: %s", error)
+                return 1
+            print(f"{name} listening on {address}", flush=True)
+        received = await termination
+        _log.info("received %s: draining", received.name)
+    finally:
+        for task in (starting, termination):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *startup_errors):
+                await task
+        await stop()
+    _log.info("%s stopped", name)
+    return 0
 
 
 async def drain_and_stop(
