@@ -16,7 +16,7 @@ import pytest
 
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from tests.fixtures.backends import RedisServer, SearchServiceFactory, search_address
-from tests.search.photos import load_photos
+from tests.fixtures.photos import load_photos
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search import cache as cache_module
 from tests.fixtures.backends import SearchServiceFactory, search_address
-from tests.search.photos import cropped, jpeg, load_photo
+from tests.fixtures.photos import cropped, jpeg, load_photo
 from tests.search.test_search_resilience import TcpRelay, expect_status, relay_factory
 from tests.search.test_search_resilience import photo as unique_photo
 

@@ -27,8 +27,8 @@ from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search.server import SearchServer, StartupError
 from imgsearch_search.settings import SearchSettings
 from tests.fixtures.backends import SearchServiceFactory, search_address
+from tests.fixtures.photos import cropped, load_photo
 from tests.fixtures.processes import PYTHON, ChildProcess, free_port
-from tests.search.photos import cropped, load_photo
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from PIL import Image
 
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from tests.fixtures.backends import SearchServiceFactory, search_address
+from tests.fixtures.photos import corrupt, cropped, jpeg, load_photo, png
 from tests.search.conftest import SearchUnderTest
-from tests.search.photos import corrupt, cropped, jpeg, load_photo, png
 
 pytestmark = pytest.mark.slow
 
