@@ -7,6 +7,13 @@
         for hit in client.search("query.jpg", k=5).hits:
             print(hit.score, hit.id, hit.uri)
 
+A secured service (TLS, tokens: docs/security.md) needs the CA and a token:
+
+    Client("search.example.com:50052", tls_ca="ca.pem", token_file="search.token")
+
+or IMGSEARCH_TLS_CA and IMGSEARCH_TOKEN in the environment (see
+`imgsearch.client_security` for every option).
+
 Every call has a deadline (`timeout`, seconds); failures raise `ClientError`
 subclasses from the project's error taxonomy (`imgsearch.common.errors`), so
 callers catch `InvalidArgumentError`, `NotFoundError`, `UnavailableError`...
@@ -28,6 +35,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imgsearch.client_security import auth_error, client_security, transport_hint
 from imgsearch.common import errors
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 
@@ -72,12 +80,16 @@ class ClientError(errors.ImgsearchError):
     """A call failed with a status the taxonomy has no class for (INTERNAL, UNKNOWN...)."""
 
 
-def error_from_rpc(exc: grpc.RpcError, address: str) -> errors.ImgsearchError:
+def error_from_rpc(exc: grpc.RpcError, address: str, tls: bool = False) -> errors.ImgsearchError:
     """The taxonomy error for a failed call, with a message a person can act on."""
     code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
     details: str = exc.details() or code.name  # type: ignore[attr-defined]
+    auth = auth_error(code, details)
+    if auth is not None:
+        return auth
     if code == grpc.StatusCode.UNAVAILABLE:
-        message = f"Search service at {address} is unavailable: {details}"
+        hint = transport_hint(code, details, tls)
+        message = f"Search service at {address} is unavailable: {details}{hint}"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"Search service at {address} did not answer in time: {details}"
     else:
@@ -219,7 +231,10 @@ class Client:
 
     `address` defaults to $IMGSEARCH_ADDRESS, then 127.0.0.1:50052. `timeout`
     is the deadline of each call in seconds; `insert_timeout` that of Insert,
-    which embeds every image of the request.
+    which embeds every image of the request. `token`/`token_file` and the
+    `tls*` arguments (each with an environment default, see
+    `imgsearch.client_security`) authenticate and encrypt the calls; they
+    raise `ConfigurationError` when a file cannot be used.
     """
 
     def __init__(
@@ -230,20 +245,40 @@ class Client:
         insert_timeout: float = 120.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        tls: bool | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self.address = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
         self.timeout = timeout
         self.insert_timeout = insert_timeout
-        self._metadata = tuple(metadata)
-        self._channel = grpc.insecure_channel(
+        security = client_security(
             self.address,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.service_config", _SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-            ],
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_name=tls_server_name,
         )
+        self.tls = security.tls
+        self._metadata = (*security.metadata, *metadata)
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            *security.options,
+        ]
+        if security.credentials is None:
+            self._channel = grpc.insecure_channel(self.address, options=options)
+        else:
+            self._channel = grpc.secure_channel(self.address, security.credentials, options=options)
         self._stub = search_pb2_grpc.SearchStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -269,7 +304,7 @@ class Client:
                 metadata=self._metadata,
             )
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.address) from None
+            raise error_from_rpc(exc, self.address, self.tls) from None
 
     # --- the Search API
 

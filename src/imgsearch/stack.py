@@ -47,6 +47,14 @@ from typing import IO, Literal
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imgsearch.secure_stack import (
+    OPEN_EMBEDDER_ENV,
+    OPEN_SEARCH_ENV,
+    SecureFiles,
+    ensure_milvus_password,
+    redis_tls_alive,
+)
+
 MilvusKind = Literal["lite", "standalone"]
 
 _PR_SET_PDEATHSIG = 1
@@ -232,6 +240,9 @@ class StackConfig:
     stop_timeout_s: float = 20.0
     # Extra environment for the services, e.g. {"EMBEDDER_MAX_BATCH_SIZE": "16"}.
     extra_env: dict[str, str] = field(default_factory=dict)
+    # TLS and tokens on every hop, with a private CA under data_dir/secure
+    # (imgsearch.secure_stack); off, the services run in plaintext without auth.
+    secure: bool = False
     python: str = sys.executable
 
 
@@ -244,6 +255,8 @@ class StackAddresses:
     milvus_uri: str
     redis_url: str
     log_dir: Path
+    # With `secure`: where the CA, certificates and tokens are.
+    secure: SecureFiles | None = None
 
 
 class LocalStack:
@@ -265,6 +278,7 @@ class LocalStack:
         self.addresses: StackAddresses | None = None
         self.data_dir = config.data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
+        self.secure: SecureFiles | None = None
 
     def __enter__(self) -> StackAddresses:
         return self.start()
@@ -287,6 +301,9 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + config.startup_timeout_s
         connect_host = _connect_host(config.host)
+        if config.secure:
+            self.secure = SecureFiles.prepare(self.data_dir / "secure", [connect_host])
+        security = self.secure
 
         # Storage and the Embedder start together; Search needs all three.
         redis_url = config.redis_url or self._start_redis()
@@ -300,6 +317,7 @@ class LocalStack:
                     "EMBEDDER_PORT": str(config.embedder_port),
                     "EMBEDDER_METRICS_HOST": "127.0.0.1",
                     "EMBEDDER_METRICS_PORT": "0",
+                    **(security.embedder_env() if security else OPEN_EMBEDDER_ENV),
                     **config.extra_env,
                 },
                 ready_line=r"embedder listening on (\S+):(\d+)",
@@ -323,6 +341,14 @@ class LocalStack:
                     "SEARCH_MILVUS_URI": milvus_uri,
                     "SEARCH_REDIS_URL": redis_url,
                     "SEARCH_EMBEDDER_ADDRESS": embedder_address,
+                    **(
+                        security.search_env(
+                            redis_secure=config.redis_url is None,
+                            milvus_secure=config.milvus_uri is None and "https" in milvus_uri,
+                        )
+                        if security
+                        else OPEN_SEARCH_ENV
+                    ),
                     **config.extra_env,
                 },
                 ready_line=r"search listening on (\S+):(\d+)",
@@ -339,6 +365,7 @@ class LocalStack:
             milvus_uri=milvus_uri,
             redis_url=redis_url,
             log_dir=self.log_dir,
+            secure=security,
         )
         return self.addresses
 
@@ -356,6 +383,8 @@ class LocalStack:
         port = self.config.redis_port or free_port()
         redis_dir = self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
+        if self.secure is not None:
+            return self._start_secure_redis(port, redis_dir, self.secure)
         self._spawn(
             ChildSpec(
                 name="redis",
@@ -377,6 +406,18 @@ class LocalStack:
             )
         )
         return f"redis://127.0.0.1:{port}/0"
+
+    def _start_secure_redis(self, port: int, redis_dir: Path, secure: SecureFiles) -> str:
+        """Redis on TLS only, password required; the config file holds only its hash."""
+        config = secure.redis_config(port, redis_dir)
+        self._spawn(
+            ChildSpec(
+                name="redis",
+                argv=["redis-server", str(config)],
+                probe=lambda: redis_tls_alive(port, secure.ca),
+            )
+        )
+        return f"rediss://127.0.0.1:{port}/0"
 
     def _start_milvus(self) -> str:
         port = self.config.milvus_port or free_port()
@@ -403,6 +444,8 @@ class LocalStack:
             )
         else:
             metrics_port = free_port()
+            secure = self.secure
+            uri = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
             self._spawn(
                 ChildSpec(
                     name="milvus",
@@ -417,8 +460,12 @@ class LocalStack:
                         str(port),
                         "--metrics-port",
                         str(metrics_port),
+                        *(["--secure-dir", str(secure.directory)] if secure else []),
                     ],
-                    probe=lambda: _milvus_healthz(metrics_port),
+                    probe=lambda: (
+                        _milvus_healthz(metrics_port)
+                        and (secure is None or _milvus_secured(uri, secure))
+                    ),
                     # Milvus 2.3.5 stops its coordinators within a second of
                     # SIGTERM, then its query node hangs in "Query node
                     # stop..." once a collection has been loaded; its data is
@@ -426,6 +473,7 @@ class LocalStack:
                     stop_timeout_s=8.0,
                 )
             )
+            return uri
         return f"http://127.0.0.1:{port}"
 
     def _check_alive(self, child: Child) -> None:
@@ -454,9 +502,21 @@ class LocalStack:
         for child in self.children:
             self._check_alive(child)
 
+    def _health_channel(self, address: str) -> grpc.Channel:
+        if self.secure is None:
+            return grpc.insecure_channel(address)
+        # The Embedder requires a client certificate (mTLS): present Search's.
+        cert, key = self.secure.cert("search-client")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.secure.ca.read_bytes(),
+            private_key=key.read_bytes(),
+            certificate_chain=cert.read_bytes(),
+        )
+        return grpc.secure_channel(address, credentials)
+
     def _wait_grpc_serving(self, child: Child, address: str, deadline: float) -> None:
-        """Poll grpc.health.v1 until the server says SERVING."""
-        with grpc.insecure_channel(address) as channel:
+        """Poll grpc.health.v1 (open to every caller) until the server says SERVING."""
+        with self._health_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 self._check_any_alive()
@@ -524,6 +584,15 @@ def _redis_ping(host: str, port: int) -> bool:
         return False
 
 
+def _milvus_secured(uri: str, secure: SecureFiles) -> bool:
+    """True once Milvus answers over TLS with the generated root password (set on first start)."""
+    try:
+        ensure_milvus_password(uri, secure)
+    except Exception:  # noqa: BLE001 -- not ready yet: the probe is called again
+        return False
+    return True
+
+
 def _milvus_healthz(metrics_port: int) -> bool:
     """True when Milvus standalone's /healthz says OK (what the `milvus` package waits for)."""
     url = f"http://127.0.0.1:{metrics_port}/healthz"
@@ -534,18 +603,31 @@ def _milvus_healthz(metrics_port: int) -> bool:
         return False
 
 
-def exec_milvus_standalone(data_dir: Path, port: int, metrics_port: int) -> None:
+def exec_milvus_standalone(
+    data_dir: Path, port: int, metrics_port: int, secure_dir: Path | None = None
+) -> None:
     """Write the configuration of a Milvus standalone server and exec its binary.
 
     Uses the `milvus` package's own config writer (it also picks free ports for
     the internal components: etcd, coordinators, nodes) and its bundled
-    binary, unpacked under `data_dir/bin` on first use.
+    binary, unpacked under `data_dir/bin` on first use. With `secure_dir`
+    (`imgsearch up --secure`), Milvus serves one-way TLS with the certificate
+    issued there and requires authentication (Milvus 2.3's tlsMode 1 and
+    authorizationEnabled).
     """
     # Imported here: only this launcher needs the (large) `milvus` package.
     from milvus import MilvusServerConfig, _initialize_data_files
 
     config = MilvusServerConfig()
     config.configs.update(data_dir=str(data_dir), proxy_port=port)
+    if secure_dir is not None:
+        config.configs.update(
+            tls_mode=1,
+            server_pem_path=str(secure_dir / "milvus.pem"),
+            server_key_path=str(secure_dir / "milvus-key.pem"),
+            ca_pem_path=str(secure_dir / "ca.pem"),
+            authorization_enabled=True,
+        )
     config.resolve()
     _initialize_data_files(config.base_data_dir)
     binary = Path(config.base_data_dir) / "bin" / "milvus"
@@ -583,8 +665,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     standalone.add_argument("--data-dir", type=Path, required=True)
     standalone.add_argument("--port", type=int, required=True)
     standalone.add_argument("--metrics-port", type=int, required=True)
+    standalone.add_argument("--secure-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    exec_milvus_standalone(args.data_dir.resolve(), args.port, args.metrics_port)
+    secure_dir = args.secure_dir.resolve() if args.secure_dir else None
+    exec_milvus_standalone(args.data_dir.resolve(), args.port, args.metrics_port, secure_dir)
 
 
 if __name__ == "__main__":

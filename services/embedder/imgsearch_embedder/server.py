@@ -24,6 +24,8 @@ from imgsearch.common.grpc_runtime import (
 )
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
+from imgsearch.common.server_security import server_security
+from imgsearch.common.settings import ConfigurationError
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
@@ -51,6 +53,10 @@ class EmbedderServer:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.health = HealthState([SERVICE_NAME])
+        # TLS and auth settings are checked first: a bad one stops the process at once.
+        self.security = server_security(
+            settings, [SERVICE_NAME], self.registry, "EMBEDDER_", self.health
+        )
         self._batcher_metrics = BatcherMetrics(self.registry)
         workers = settings.decode_workers or usable_cpu_count()
         self._decode_executor = ThreadPoolExecutor(workers, thread_name_prefix="decode")
@@ -70,8 +76,12 @@ class EmbedderServer:
                 )
             ],
             self.health,
-            interceptors=[ObservabilityInterceptor(RpcMetrics(self.registry))],
+            interceptors=[
+                ObservabilityInterceptor(RpcMetrics(self.registry)),
+                *self.security.interceptors,
+            ],
             max_receive_message_bytes=settings.max_request_bytes + _MESSAGE_OVERHEAD_BYTES,
+            credentials=self.security.credentials,
         )
         self.model: EmbeddingModel | None = None
         self.batcher: DynamicBatcher | None = None
@@ -82,6 +92,7 @@ class EmbedderServer:
         configure_pillow(self.settings.max_image_pixels)
         await self.health.set_serving(False)
         await self.server.start()
+        await self.security.start()
         if self.settings.metrics_port is not None:
             self.metrics_server = start_metrics_server(
                 self.registry, self.settings.metrics_host, self.settings.metrics_port
@@ -125,6 +136,7 @@ class EmbedderServer:
             self.settings.drain_delay_s if drain_delay_s is None else drain_delay_s,
             self.settings.shutdown_grace_s if grace_s is None else grace_s,
         )
+        await self.security.stop()
         if self.batcher is not None:
             await self.batcher.close()
         if self.metrics_server is not None:
@@ -137,9 +149,13 @@ async def serve(settings: EmbedderSettings) -> int:
     """Run one Embedder until SIGTERM or SIGINT; returns the exit status.
 
     Weights that cannot be loaded end the process with status 1 and a log line
-    saying how to provide them.
+    saying how to provide them; unusable TLS or auth settings with status 2.
     """
-    server = EmbedderServer(settings)
+    try:
+        server = EmbedderServer(settings)
+    except ConfigurationError as error:
+        _log.error("cannot start: %s", error)
+        return 2
     await server.start()
     return await serve_until_terminated(
         "embedder",

@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from imgsearch_search.outbound import redis_connection_options
 from imgsearch_search.settings import SearchSettings
 
 _log = logging.getLogger(__name__)
@@ -86,8 +87,11 @@ class QueryCache:
         self._embedding_prefix = f"imgsearch:embedding:{model_digest}:"
         self._client: redis.Redis | None = None
         if self._enabled:
+            # TLS (rediss://) and the password file: imgsearch_search.outbound.
+            url, security_options = redis_connection_options(settings)
             self._client = redis.Redis.from_url(
-                settings.redis_url,
+                url,
+                **security_options,
                 socket_timeout=settings.redis_timeout_s,
                 socket_connect_timeout=settings.redis_timeout_s,
                 retry=Retry(NoBackoff(), 0),

@@ -6,7 +6,9 @@ never see a raw `grpc.aio.AioRpcError`:
 - UNAVAILABLE (after `retries` retries) -> UnavailableError naming the Embedder;
 - DEADLINE_EXCEEDED -> DeadlineExceededError;
 - RESOURCE_EXHAUSTED (its queue is full; retried like UNAVAILABLE) -> ResourceExhaustedError;
-- INVALID_ARGUMENT -> InvalidArgumentError for that image.
+- INVALID_ARGUMENT -> InvalidArgumentError for that image;
+- UNAUTHENTICATED, PERMISSION_DENIED (our token or certificate is refused)
+  -> FailedPreconditionError: an operator must fix the credentials.
 
 `embed_each` is what Insert uses: it packs images into Embed calls that fit the
 Embedder's advertised limits and, when a call is refused as INVALID_ARGUMENT
@@ -28,6 +30,7 @@ import numpy as np
 
 from imgsearch.common.errors import (
     DeadlineExceededError,
+    FailedPreconditionError,
     ImgsearchError,
     InvalidArgumentError,
     ResourceExhaustedError,
@@ -37,6 +40,7 @@ from imgsearch.common.grpc_runtime import REQUEST_ID_HEADER
 from imgsearch.common.logs import request_id_var
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_search.metrics import DependencyMetrics
+from imgsearch_search.outbound import EmbedderChannelSecurity
 
 # The Embedder names a bad image by its index in *its* request ("images[0]: ..."),
 # which means nothing to our caller; the caller prefixes its own name instead.
@@ -107,25 +111,36 @@ class EmbedderClient:
     """A grpc.aio channel to one Embedder address (a headless Service spreads over pods)."""
 
     def __init__(
-        self, address: str, retries: int, max_message_bytes: int, metrics: DependencyMetrics
+        self,
+        address: str,
+        retries: int,
+        max_message_bytes: int,
+        metrics: DependencyMetrics,
+        security: EmbedderChannelSecurity | None = None,
     ) -> None:
         self.address = address
         self._retries = retries
         self._metrics = metrics
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                # Spread calls over every Embedder pod a DNS name resolves to.
-                ("grpc.lb_policy_name", "round_robin"),
-                ("grpc.keepalive_time_ms", 60_000),
-                # Reconnect within seconds once an Embedder is back (gRPC's default
-                # backoff grows to two minutes, keeping us unready that long).
-                ("grpc.initial_reconnect_backoff_ms", 250),
-                ("grpc.max_reconnect_backoff_ms", 5_000),
-            ],
-        )
+        # TLS credentials and the token (see imgsearch_search.outbound); None: plaintext.
+        self._security = security or EmbedderChannelSecurity(credentials=None)
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # Spread calls over every Embedder pod a DNS name resolves to.
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.keepalive_time_ms", 60_000),
+            # Reconnect within seconds once an Embedder is back (gRPC's default
+            # backoff grows to two minutes, keeping us unready that long).
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 5_000),
+            *self._security.options,
+        ]
+        if self._security.credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(
+                address, self._security.credentials, options=options
+            )
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
         self.info: ModelInfo | None = None
 
@@ -140,6 +155,13 @@ class EmbedderClient:
             return DeadlineExceededError(f"the Embedder did not finish {what} in time")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return ResourceExhaustedError(f"the Embedder is overloaded: {details}")
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            # Our own credentials are wrong: a retry cannot fix that, an operator must.
+            return FailedPreconditionError(
+                f"the Embedder at {self.address} refused this Search service's credentials"
+                f" ({code.name}: {details}); check SEARCH_EMBEDDER_TOKEN_FILE and the"
+                " Embedder's principals file"
+            )
         return UnavailableError(
             f"the Embedder at {self.address} is unavailable for {what}: {code.name}: {details}"
         )
@@ -152,7 +174,11 @@ class EmbedderClient:
             started = time.perf_counter()
             outcome = "ok"
             try:
-                return await stub_method(request, timeout=deadline.timeout(), metadata=_metadata())
+                return await stub_method(
+                    request,
+                    timeout=deadline.timeout(),
+                    metadata=(*_metadata(), *self._security.metadata()),
+                )
             except grpc.aio.AioRpcError as error:
                 outcome = error.code().name
                 last_attempt = attempt == self._retries or deadline.remaining() <= backoff

@@ -30,10 +30,13 @@ from imgsearch.common.grpc_runtime import (
 )
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
+from imgsearch.common.server_security import server_security
+from imgsearch.common.settings import ConfigurationError
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search.cache import CacheMetrics, QueryCache
 from imgsearch_search.embedder_client import Deadline, EmbedderClient
 from imgsearch_search.metrics import DependencyMetrics, QueryMetrics
+from imgsearch_search.outbound import check_outbound_settings, embedder_channel_security
 from imgsearch_search.service import SearchService
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore
@@ -55,12 +58,19 @@ class SearchServer:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.health = HealthState([SERVICE_NAME])
+        # Every TLS, auth and secret-file setting is checked here, before anything
+        # starts: a misconfigured process exits at once with a message saying why.
+        self.security = server_security(
+            settings, [SERVICE_NAME], self.registry, "SEARCH_", self.health
+        )
+        check_outbound_settings(settings)
         dependency_metrics = DependencyMetrics(self.registry)
         self.embedder = EmbedderClient(
             settings.embedder_address,
             settings.embedder_retries,
             settings.max_message_bytes,
             dependency_metrics,
+            embedder_channel_security(settings),
         )
         self.store = MilvusStore(settings, dependency_metrics)
         self._cache_metrics = CacheMetrics(self.registry)
@@ -76,8 +86,12 @@ class SearchServer:
                 )
             ],
             self.health,
-            interceptors=[ObservabilityInterceptor(RpcMetrics(self.registry))],
+            interceptors=[
+                ObservabilityInterceptor(RpcMetrics(self.registry)),
+                *self.security.interceptors,
+            ],
             max_receive_message_bytes=settings.max_message_bytes,
+            credentials=self.security.credentials,
         )
         self.metrics_server: MetricsServer | None = None
         self._monitor: asyncio.Task[None] | None = None
@@ -86,6 +100,7 @@ class SearchServer:
         """Start answering gRPC (health NOT_SERVING, RPCs UNAVAILABLE) and /metrics."""
         await self.health.set_serving(False)
         await self.server.start()
+        await self.security.start()
         if self.settings.metrics_port is not None:
             self.metrics_server = start_metrics_server(
                 self.registry, self.settings.metrics_host, self.settings.metrics_port
@@ -177,6 +192,7 @@ class SearchServer:
             self.settings.drain_delay_s if drain_delay_s is None else drain_delay_s,
             self.settings.shutdown_grace_s if grace_s is None else grace_s,
         )
+        await self.security.stop()
         await self.embedder.close()
         await self.store.close()
         if self.cache is not None:
@@ -230,8 +246,15 @@ class _DeferredService(search_pb2_grpc.SearchServicer):
 
 
 async def serve(settings: SearchSettings) -> int:
-    """Run one Search server until SIGTERM or SIGINT; returns the exit status."""
-    server = SearchServer(settings)
+    """Run one Search server until SIGTERM or SIGINT; returns the exit status.
+
+    Unusable TLS, auth or secret-file settings end it with status 2.
+    """
+    try:
+        server = SearchServer(settings)
+    except ConfigurationError as error:
+        _log.error("cannot start: %s", error)
+        return 2
     await server.start()
     return await serve_until_terminated(
         "search",

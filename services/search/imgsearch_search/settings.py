@@ -7,9 +7,10 @@ Every field can be set from the environment with the `SEARCH_` prefix
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from imgsearch.common.settings import ServerSettings
@@ -42,8 +43,26 @@ class SearchSettings(ServerSettings):
             " collections); `http://host:19530` talks to a Milvus server."
         ),
     )
-    milvus_token: str = Field(
-        "", description="Milvus credentials (`user:password` or an API key); empty for none."
+    milvus_token: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Milvus credentials (`user:password` or an API key) as a value; prefer"
+            " milvus_token_file, which keeps them out of the environment."
+        ),
+    )
+    milvus_token_file: Path | None = Field(
+        None, description="File holding the Milvus credentials (`user:password` or an API key)."
+    )
+    milvus_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle to verify Milvus's certificate; setting it turns TLS on.",
+    )
+    milvus_tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate for Milvus (mutual TLS, tlsMode 2)."
+    )
+    milvus_tls_key_file: Path | None = Field(None, description="PEM key of milvus_tls_cert_file.")
+    milvus_tls_server_name: str = Field(
+        "", description="Name expected in Milvus's certificate, when it differs from the host."
     )
     milvus_db: str = Field("", description="Milvus database name; empty for the default one.")
     collection: str = Field("images", description="Name of the Milvus collection.")
@@ -87,11 +106,40 @@ class SearchSettings(ServerSettings):
     embedder_retries: int = Field(
         2, ge=0, le=10, description="Retries of idempotent Embedder calls on UNAVAILABLE."
     )
+    embedder_tls_mode: Literal["tls", "plaintext"] = Field(
+        "tls", description="`tls` to the Embedder (the default) or `plaintext` (trusted network)."
+    )
+    embedder_tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle to verify the Embedder's certificate (unset: system CAs)."
+    )
+    embedder_tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate presented to the Embedder (mutual TLS)."
+    )
+    embedder_tls_key_file: Path | None = Field(
+        None, description="PEM key of embedder_tls_cert_file."
+    )
+    embedder_tls_server_name: str = Field(
+        "", description="Name expected in the Embedder's certificate when it is not the host."
+    )
+    embedder_token_file: Path | None = Field(
+        None, description="File holding the bearer token sent to the Embedder; re-read on change."
+    )
 
     # --- Redis cache
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis for the query and embedding caches."
     )
+    redis_password_file: Path | None = Field(
+        None,
+        description="File holding the Redis password (not in redis_url); re-read on change.",
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle to verify Redis's certificate (with a rediss:// URL)."
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None, description="PEM client certificate for Redis (tls-auth-clients yes)."
+    )
+    redis_tls_key_file: Path | None = Field(None, description="PEM key of redis_tls_cert_file.")
     cache_enabled: bool = Field(True, description="Use the Redis cache at all.")
     cache_ttl_s: int = Field(
         3600, ge=1, description="Lifetime of a cached search result, in seconds."

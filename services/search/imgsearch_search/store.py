@@ -40,6 +40,7 @@ from imgsearch.common.errors import (
     UnavailableError,
 )
 from imgsearch_search.metrics import DependencyMetrics
+from imgsearch_search.outbound import milvus_connection_options, redact_url
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.validation import (
     MAX_ID_BYTES,
@@ -119,7 +120,7 @@ class MilvusStore:
 
     @property
     def where(self) -> str:
-        return f"Milvus at {self._settings.milvus_uri}"
+        return f"Milvus at {redact_url(self._settings.milvus_uri)}"
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -179,6 +180,8 @@ class MilvusStore:
         if self._client is not None:
             return
         settings = self._settings
+        # Credentials and TLS options: imgsearch_search.outbound.
+        security_options = milvus_connection_options(settings)
 
         def open_client() -> MilvusClient:
             if "://" not in settings.milvus_uri:
@@ -186,10 +189,10 @@ class MilvusStore:
                 Path(settings.milvus_uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
             return MilvusClient(
                 uri=settings.milvus_uri,
-                token=settings.milvus_token,
                 db_name=settings.milvus_db,
                 timeout=settings.milvus_timeout_s,
                 dedicated=True,  # our own channel, closed by our close()
+                **security_options,
             )
 
         self._client = await self._run("connect", open_client)

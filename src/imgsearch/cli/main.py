@@ -2,7 +2,9 @@
 
 Exit codes: 0 success; 1 a request failed or some items failed; 2 bad usage
 (unknown option, unreadable file, bad argument); 3 the Search service cannot
-be reached or did not answer in time. Every error is one line on stderr.
+be reached or did not answer in time; 4 the service refused the credentials
+(no token, an unknown token, or a token without the scope the command needs).
+Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from rich.text import Text
 
 from imgsearch.cli import html as html_page
 from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
+from imgsearch.cli.token import token_app
 from imgsearch.client import ADDRESS_ENV, DEFAULT_ADDRESS, Client, read_image
+from imgsearch.client_security import TLS_CA_ENV, TOKEN_FILE_ENV
 from imgsearch.common import errors
+from imgsearch.common.settings import ConfigurationError
+from imgsearch.secure_stack import SecureFiles
 from imgsearch.stack import LocalStack, StackConfig, StackError
 
 app = typer.Typer(
@@ -46,6 +52,7 @@ app = typer.Typer(
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_AUTH = 4
 
 _out = Console(highlight=False, soft_wrap=True, emoji=False)
 _err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -55,6 +62,12 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 class _Options:
     address: str
     timeout: float
+    token_file: Path | None = None
+    tls: bool | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_server_name: str | None = None
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -67,12 +80,26 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 def _fail_for(exc: errors.ImgsearchError) -> NoReturn:
     if isinstance(exc, errors.UnavailableError | errors.DeadlineExceededError):
         fail(exc.message, EXIT_UNAVAILABLE)
+    if isinstance(exc, errors.UnauthenticatedError | errors.PermissionDeniedError):
+        fail(exc.message, EXIT_AUTH)
     fail(exc.message, EXIT_FAILED)
 
 
 def _client(ctx: typer.Context) -> Client:
     options: _Options = ctx.obj
-    return Client(options.address, timeout=options.timeout)
+    try:
+        return Client(
+            options.address,
+            timeout=options.timeout,
+            token_file=options.token_file,
+            tls=options.tls,
+            tls_ca=options.tls_ca,
+            tls_cert=options.tls_cert,
+            tls_key=options.tls_key,
+            tls_server_name=options.tls_server_name,
+        )
+    except ConfigurationError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def _print_json(data: Any) -> None:
@@ -101,8 +128,60 @@ def main(
             "--timeout", envvar="IMGSEARCH_TIMEOUT", min=0.1, help="Deadline of each call, seconds."
         ),
     ] = 30.0,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar=TOKEN_FILE_ENV,
+            help="File holding the bearer token (or put the token itself in IMGSEARCH_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca",
+            envvar=TLS_CA_ENV,
+            help="CA bundle (PEM) that signed the server's certificate; turns TLS on.",
+            show_default=False,
+        ),
+    ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="Use TLS trusting the system CAs (default: on when --tls-ca is given).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.", hidden=False),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="Key (PEM) of --tls-cert.")
+    ] = None,
+    tls_server_name: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-server-name",
+            help="Name expected in the server certificate (e.g. through kubectl port-forward).",
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = _Options(address=address, timeout=timeout)
+    ctx.obj = _Options(
+        address=address,
+        timeout=timeout,
+        token_file=token_file,
+        tls=tls,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_server_name=tls_server_name,
+    )
+
+
+app.add_typer(token_app, name="token")
 
 
 # --- ingest
@@ -386,6 +465,18 @@ def health_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 # --- up
 
 
+def _print_secure(secure: SecureFiles, search: str) -> None:
+    """Where `imgsearch up --secure` put its CA and tokens, and a command that uses them."""
+    tokens = ", ".join(f"{name}: {path}" for name, path in secure.tokens.items())
+    typer.echo(f"tls ca {secure.ca}")
+    typer.echo(f"tokens {tokens}")
+    _err.print(
+        f"imgsearch up: TLS and tokens are on. Try: imgsearch --address {search}"
+        f" --tls-ca {secure.ca} --token-file {secure.tokens['search']} stats",
+        markup=False,
+    )
+
+
 @app.command("up")
 def up_command(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where data and logs live.")] = Path(
@@ -412,6 +503,16 @@ def up_command(
     startup_timeout: Annotated[
         float, typer.Option("--startup-timeout", min=1, help="Seconds to wait for readiness.")
     ] = 180.0,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help=(
+                "TLS and tokens on every hop: a private CA, certificates and one token per"
+                " scope under DATA_DIR/secure (docs/security.md)."
+            ),
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run Milvus, Redis, the Embedder and Search in the foreground; Ctrl-C stops them all."""
@@ -427,6 +528,7 @@ def up_command(
             milvus_uri=milvus_uri,
             redis_url=redis_url,
             startup_timeout_s=startup_timeout,
+            secure=secure,
         ),
         announce=lambda message: _err.print(f"imgsearch up: {message}", markup=False),
     )
@@ -459,17 +561,21 @@ def up_command(
                         "redis_url": addresses.redis_url,
                         "logs": str(addresses.log_dir),
                         "pid": os.getpid(),
+                        **({"secure": addresses.secure.summary()} if addresses.secure else {}),
                     }
                 )
             )
         else:
             typer.echo(f"search listening on {search_host}:{search_port_text}")
             typer.echo(f"embedder listening on {embedder_host}:{embedder_port_text}")
+            try_it = f" Try: imgsearch --address {addresses.search} stats"
             _err.print(
                 f"imgsearch up: ready; logs in {addresses.log_dir}; Ctrl-C stops the stack."
-                f" Try: imgsearch --address {addresses.search} stats",
+                + ("" if addresses.secure else try_it),
                 markup=False,
             )
+            if addresses.secure is not None:
+                _print_secure(addresses.secure, addresses.search)
         sys.stdout.flush()
         dead = stack.wait()
         if dead is not None:

@@ -63,6 +63,18 @@ class DeadlineExceededError(ImgsearchError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class UnauthenticatedError(ImgsearchError):
+    """The call carried no credentials, or credentials the service does not know."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(ImgsearchError):
+    """The caller is known but lacks the scope the call needs."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class CancelledError(ImgsearchError):
     """The caller cancelled the request."""
 

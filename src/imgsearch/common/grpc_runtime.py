@@ -147,10 +147,13 @@ def create_grpc_server(
     health_state: HealthState,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     max_receive_message_bytes: int = 4 * 1024 * 1024,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build (not start) a grpc.aio server with our services, health and reflection.
 
     Returns the server and the bound port, so `address="127.0.0.1:0"` works.
+    `credentials` (see `imgsearch.common.server_security`) serve TLS; None
+    serves plaintext.
     """
     options = [
         ("grpc.max_receive_message_length", max_receive_message_bytes),
@@ -175,7 +178,10 @@ def create_grpc_server(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(service_names, server)
-    port = server.add_insecure_port(address)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}")
     return server, port
