@@ -80,6 +80,7 @@ METHOD_SCOPES: dict[str, str] = {
     "/imgsearch.v1.Embedder/GetModel": EMBED,
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
+    "/grpc.health.v1.Health/List": OPEN,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": REFLECTION,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": REFLECTION,
 }
