@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Installs the system packages imgsearch needs when they are missing:
-# redis-server (the query cache, and the tests' Redis) and Debian's
-# Fashion-MNIST data set (sample images for `make demo`).
+# redis-server (the query cache, and the tests' Redis), openssl (scripts/k8s-secrets.sh
+# and its tests) and Debian's Fashion-MNIST data set (sample images for `make demo`).
 # Installs with apt-get only when we are root; otherwise says what to install.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing system packages: ${missing[*]}" >&2
   echo "install them, e.g.: sudo apt-get install -y ${missing[*]}" >&2
-  # Only redis-server is required; the data set is optional sample data.
+  # redis-server and openssl are required; the data set is optional sample data.
   command -v redis-server >/dev/null 2>&1 || exit 1
+  command -v openssl >/dev/null 2>&1 || exit 1
   exit 0
 fi
 

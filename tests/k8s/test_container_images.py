@@ -108,7 +108,11 @@ def test_build_images_without_a_docker_engine_says_so_and_fails(tmp_path: Path) 
 
 
 def test_image_and_tool_scripts_pass_shellcheck(k8s_tools: Path) -> None:
-    scripts = [BUILD_IMAGES, REPO / "scripts" / "setup-k8s-tools.sh"]
+    scripts = [
+        BUILD_IMAGES,
+        REPO / "scripts" / "setup-k8s-tools.sh",
+        REPO / "scripts" / "k8s-secrets.sh",
+    ]
     done = subprocess.run(
         [str(k8s_tools / "shellcheck"), "--severity=style", *map(str, scripts)],
         capture_output=True,

@@ -115,10 +115,15 @@ def test_ports_probes_and_services_match_the_settings(
         where = f"{rendered.overlay}/{container['name']}"
         assert container_port(container, "grpc") == settings.port, where
         assert container_port(container, "metrics") == settings.metrics_port, where
+        # The kubelet's gRPC probes speak neither TLS nor tokens: with TLS on they
+        # must use the plaintext health-only port.
+        assert settings.tls_mode != "plaintext", f"{where}: TLS is off"
+        assert settings.health_probe_port is not None, where
+        assert container_port(container, "health") == settings.health_probe_port, where
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = container[kind]
             if "grpc" in probe:
-                assert probe["grpc"]["port"] == settings.port, f"{where} {kind}"
+                assert probe["grpc"]["port"] == settings.health_probe_port, f"{where} {kind}"
                 assert probe["grpc"].get("service", "") in ("", health_service), f"{where} {kind}"
             else:
                 assert container_port(container, probe["tcpSocket"]["port"]) == settings.port, (
@@ -189,8 +194,9 @@ def test_search_addresses_point_at_the_rendered_services(
     )
 
     redis = urlsplit(settings.redis_url)
-    assert redis.scheme == "redis", settings.redis_url
-    assert redis.password, "Redis is reached with its password"
+    assert redis.scheme == "rediss", f"Redis is reached over TLS: {settings.redis_url}"
+    assert not redis.password, "the Redis password comes from a file, not the URL"
+    assert settings.redis_password_file is not None
     service = _service_for_host(rendered, redis.hostname or "")
     _service_port(service, redis.port or 6379)
     assert (
@@ -199,7 +205,9 @@ def test_search_addresses_point_at_the_rendered_services(
     )
 
     milvus = urlsplit(settings.milvus_uri)
-    assert milvus.scheme in ("http", "https"), settings.milvus_uri
+    assert milvus.scheme == "https", f"Milvus is reached over TLS: {settings.milvus_uri}"
+    assert settings.milvus_tls_ca_file is not None
+    assert settings.milvus_token_file is not None
     assert milvus.port == 19530, settings.milvus_uri
     if rendered.get("StatefulSet", "milvus"):
         service = _service_for_host(rendered, milvus.hostname or "")
@@ -282,7 +290,10 @@ def test_redis_is_a_bounded_lru_cache_without_persistence(rendered: Rendered) ->
     limit = pod["containers"][0]["resources"]["limits"]["memory"]
     limit_bytes = int(limit[:-2]) * _K8S_UNITS[limit[-2:]]
     assert 0.5 * limit_bytes <= maxmemory <= 0.8 * limit_bytes, (maxmemory, limit)
-    assert "--requirepass" in pod["containers"][0]["args"]
+    # A password for every data command (an ACL file of password hashes), TLS only.
+    assert conf["aclfile"].startswith("/etc/redis/"), conf
+    assert conf["port"] == "0"
+    assert conf["tls-port"] == "6379"
 
 
 def test_search_balances_embedder_calls_round_robin() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.k8s import cert_manager
 from tests.k8s.manifests import OVERLAYS, Obj, Rendered
 
 KUBERNETES_VERSION = "1.31.0"
@@ -42,16 +43,35 @@ def test_every_overlay_renders_the_expected_workloads(rendered: Rendered) -> Non
 
 
 def test_schemas_strict(
-    k8s_tools: Path, rendered_files: dict[str, Path], rendered_overlays: dict[str, Rendered]
+    k8s_tools: Path, rendered_overlays: dict[str, Rendered], tmp_path: Path
 ) -> None:
-    for overlay, path in rendered_files.items():
+    for overlay, rendered in rendered_overlays.items():
+        # Kubernetes objects against the Kubernetes schemas; cert-manager's custom
+        # resources (the cert-manager component) against a schema of their own.
+        core = [obj for obj in rendered.objects if not cert_manager.is_cert_manager(obj)]
+        custom = [obj for obj in rendered.objects if cert_manager.is_cert_manager(obj)]
+        path = tmp_path / f"{overlay}.yaml"
+        path.write_text(yaml.safe_dump_all(core))
         done = _kubernetes_validate(k8s_tools, path)
         problems = [line for line in done.stdout.splitlines() if not line.startswith("INFO")]
         assert done.returncode == 0, f"{overlay}:\n{done.stdout}{done.stderr}"
         assert not problems, f"{overlay}:\n{done.stdout}"
         # Every object was checked against a schema (a kind without one is only a WARN).
         passed = [line for line in done.stdout.splitlines() if " passed for resource " in line]
-        assert len(passed) == len(rendered_overlays[overlay].objects), done.stdout
+        assert len(passed) == len(core), done.stdout
+        assert not cert_manager.validate(k8s_tools, custom), overlay
+
+
+def test_cert_manager_schema_rejects_a_misspelt_field(
+    k8s_tools: Path, rendered_overlays: dict[str, Rendered]
+) -> None:
+    """Control: the cert-manager check is strict, like the Kubernetes one."""
+    certificate = json.loads(json.dumps(rendered_overlays["cpu"].must("Certificate", "search")))
+    certificate["spec"]["dnsName"] = certificate["spec"].pop("dnsNames")
+    certificate["spec"]["usages"].append("server-auth")
+    problems = cert_manager.validate(k8s_tools, [certificate])
+    assert any("dnsName" in line for line in problems), problems
+    assert any("server-auth" in line for line in problems), problems
 
 
 def test_strict_schema_check_rejects_an_unknown_field(
@@ -103,11 +123,10 @@ def test_checkov_kubernetes_policies_pass(k8s_tools: Path, rendered_files: dict[
         assert len(reason) > 20, (
             f"{check['resource']}: {check['check_id']} skipped without a reason"
         )
-    # Skips are few and deliberate (docs/deploy.md explains each): image digests,
-    # secrets in environment variables, and the cpu overlay's pull policy.
+    # Skips are few and deliberate (docs/deploy.md explains each): image digests
+    # and the cpu overlay's pull policy. No secret is in an environment variable.
     assert {check["check_id"] for check in results["skipped_checks"]} == {
         "CKV_K8S_43",
-        "CKV_K8S_35",
         "CKV_K8S_15",
     }
 
@@ -239,23 +258,17 @@ def test_network_policies_deny_by_default_and_open_only_the_search_paths(
     assert ({}, [{"port": "grpc", "protocol": "TCP"}]) in search_peers
 
 
-def test_no_real_secret_is_rendered(rendered: Rendered) -> None:
-    secrets = rendered.kind("Secret")
-    if rendered.overlay == "cpu":
-        assert [s["metadata"]["name"] for s in secrets] == ["imgsearch-redis"]
-        assert secrets[0]["metadata"]["annotations"]["imgsearch.io/dev-only"] == "true"
-    else:
-        assert secrets == [], "production overlays must not carry secrets: create them with kubectl"
-    # Every non-optional secret a pod needs is either rendered or documented in docs/deploy.md.
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
-    for _, container in rendered.containers():
+def test_no_secret_is_rendered_or_passed_in_the_environment(rendered: Rendered) -> None:
+    """Secrets are made outside git (scripts/k8s-secrets.sh, cert-manager) and mounted as files."""
+    assert rendered.kind("Secret") == [], "no overlay may carry a secret: it would be in git"
+    for workload, container in rendered.containers():
+        for source in container.get("envFrom", []):
+            assert "secretRef" not in source, (workload["metadata"]["name"], source)
         for var in container.get("env", []):
-            ref = var.get("valueFrom", {}).get("secretKeyRef")
-            if ref and not ref.get("optional", False):
-                assert (
-                    rendered.get("Secret", ref["name"])
-                    or f"create secret generic {ref['name']}" in docs
-                )
+            assert "secretKeyRef" not in var.get("valueFrom", {}), (
+                f"{workload['metadata']['name']}: {var['name']} takes a secret from the"
+                " environment; mount it as a file"
+            )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
