@@ -14,7 +14,7 @@ PROTO_OUT := src
 PROTOS := $(wildcard $(PROTO_DIR)/imgsearch/v1/*.proto)
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-fast demo bench bench-embedder bench-search images up clean
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast demo bench bench-embedder bench-search images up clean
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ format: $(SETUP_STAMP) ## Format the code with ruff
 
 test: setup check-proto ## Run the whole test suite (real Redis, Milvus, gRPC and model weights)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-secure-standalone: setup ## `imgsearch up --secure` with the real Milvus standalone (TLS, password): minutes
+	IMGSEARCH_TEST_SECURE_STANDALONE=1 $(PY) -m pytest -q tests/security/test_secure_standalone.py
 
 demo: setup ## Start the local stack, ingest sample photos, run example queries, write demo/results.html
 	$(PY) -m imgsearch.demo

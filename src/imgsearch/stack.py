@@ -621,13 +621,12 @@ def exec_milvus_standalone(
     config = MilvusServerConfig()
     config.configs.update(data_dir=str(data_dir), proxy_port=port)
     if secure_dir is not None:
-        config.configs.update(
-            tls_mode=1,
-            server_pem_path=str(secure_dir / "milvus.pem"),
-            server_key_path=str(secure_dir / "milvus-key.pem"),
-            ca_pem_path=str(secure_dir / "ca.pem"),
-            authorization_enabled=True,
-        )
+        # Items of the package's config template (set() ignores a value of the wrong type).
+        config.set("tls_mode", 1)
+        config.set("server_pem_path", str(secure_dir / "milvus.pem"))
+        config.set("server_key_path", str(secure_dir / "milvus-key.pem"))
+        config.set("ca_pem_path", str(secure_dir / "ca.pem"))
+        config.set("authorization_enabled", True)
     config.resolve()
     _initialize_data_files(config.base_data_dir)
     binary = Path(config.base_data_dir) / "bin" / "milvus"

@@ -158,3 +158,38 @@ async def test_a_method_without_a_rule_is_refused_even_to_admin(
             await stub.Check(request, metadata=admin, timeout=5)
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "no access rule" in (refused.value.details() or "")
+
+
+def test_token_command_writes_the_token_for_the_client_and_its_hash_for_the_service(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from imgsearch.cli.main import app
+
+    runner = CliRunner()
+    token_file, principals_file = tmp_path / "ingest.token", tmp_path / "principals.txt"
+    args = ["token", "create", "ingest", "--scope", "write", "--scope", "search"]
+    args += ["--token-file", str(token_file), "--principals-file", str(principals_file)]
+    done = runner.invoke(app, args)
+    assert done.exit_code == 0, done.output
+    token = token_file.read_text().strip()
+    assert token not in done.output
+    for path in (token_file, principals_file):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert token not in principals_file.read_text()
+    principal = PrincipalStore(principals_file).current().by_token(token)
+    assert principal is not None
+    assert principal.scopes == {"write", "search"}
+    # Never overwrites a token; refuses an unknown scope; `hash` prints the same line.
+    assert runner.invoke(app, args).exit_code == 2
+    bad = runner.invoke(
+        app, ["token", "create", "x", "--scope", "root", "--token-file", str(tmp_path / "x")]
+    )
+    assert bad.exit_code == 2
+    assert "unknown scope" in bad.output
+    hashed = runner.invoke(
+        app,
+        ["token", "hash", "ingest", "-s", "write", "-s", "search", "--token-file", str(token_file)],
+    )
+    assert hashed.output.strip() == principals_file.read_text().strip()
