@@ -31,6 +31,17 @@ END = "<!-- END settings-table -->"
 CLI_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("IMGSEARCH_ADDRESS", "`127.0.0.1:50052`", "host:port of the Search service (`--address`)."),
     ("IMGSEARCH_TIMEOUT", "`30.0`", "Deadline of each call in seconds (`--timeout`)."),
+    ("IMGSEARCH_TOKEN", "unset", "Bearer token sent with every call (or `IMGSEARCH_TOKEN_FILE`)."),
+    ("IMGSEARCH_TOKEN_FILE", "unset", "File holding the bearer token (`--token-file`)."),
+    ("IMGSEARCH_TLS_CA", "unset", "CA bundle of the server certificate; TLS on (`--tls-ca`)."),
+    ("IMGSEARCH_TLS", "unset", "`1`: TLS trusting the system CAs (`--tls`)."),
+    ("IMGSEARCH_TLS_CERT", "unset", "Client certificate for mutual TLS (`--tls-cert`)."),
+    ("IMGSEARCH_TLS_KEY", "unset", "Key of the client certificate (`--tls-key`)."),
+    (
+        "IMGSEARCH_TLS_SERVER_NAME",
+        "unset",
+        "Name expected in the server certificate (`--tls-server-name`).",
+    ),
 )
 
 
