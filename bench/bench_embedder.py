@@ -157,6 +157,7 @@ def measure_service(best_batch_size: int, seconds: float, rounds: int) -> list[d
     interleaved rounds is steadier than one long run.
     """
     sys.path.insert(0, str(ROOT))
+    from imgsearch.secure_stack import OPEN_EMBEDDER_ENV
     from tests.fixtures.embedder import LISTENING
     from tests.fixtures.processes import ChildProcess
 
@@ -167,6 +168,7 @@ def measure_service(best_batch_size: int, seconds: float, rounds: int) -> list[d
         "EMBEDDER_MAX_BATCH_SIZE": str(best_batch_size),
         "EMBEDDER_MAX_DELAY_MS": str(MAX_DELAY_MS),
         "EMBEDDER_LOG_LEVEL": "WARNING",
+        **OPEN_EMBEDDER_ENV,  # loopback benchmark: plaintext, no auth, asked for explicitly
     }
     server = ChildProcess("embedder", [sys.executable, "-m", "imgsearch_embedder"], env)
     try:

@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import machine, replace_section  # noqa: E402
+from imgsearch.secure_stack import OPEN_EMBEDDER_ENV, OPEN_SEARCH_ENV  # noqa: E402
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 SEARCH_LISTENING = r"search listening on (?P<host>[^\s:]+):(?P<port>\d+)"
@@ -124,6 +125,7 @@ class Search:
             "SEARCH_COLLECTION": collection,
             "SEARCH_LOG_LEVEL": "INFO",  # the access log gives server-side times
             "SEARCH_MILVUS_TIMEOUT_S": "60",
+            **OPEN_SEARCH_ENV,  # loopback benchmark: plaintext, no auth, asked for explicitly
         }
         self.milvus_uri = milvus_uri
         self.collection = collection
@@ -353,7 +355,12 @@ async def run(args: argparse.Namespace) -> dict:
         embedder = ChildProcess(
             "embedder",
             [sys.executable, "-m", "imgsearch_embedder"],
-            {"EMBEDDER_HOST": "127.0.0.1", "EMBEDDER_PORT": "0", "EMBEDDER_METRICS_PORT": "0"},
+            {
+                "EMBEDDER_HOST": "127.0.0.1",
+                "EMBEDDER_PORT": "0",
+                "EMBEDDER_METRICS_PORT": "0",
+                **OPEN_EMBEDDER_ENV,
+            },
         )
         children.append(embedder)
         embedder_address = (
