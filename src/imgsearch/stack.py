@@ -303,7 +303,6 @@ class LocalStack:
         connect_host = _connect_host(config.host)
         if config.secure:
             self.secure = SecureFiles.prepare(self.data_dir / "secure", [connect_host])
-        security = self.secure
 
         # Storage and the Embedder start together; Search needs all three.
         redis_url = config.redis_url or self._start_redis()
@@ -317,7 +316,7 @@ class LocalStack:
                     "EMBEDDER_PORT": str(config.embedder_port),
                     "EMBEDDER_METRICS_HOST": "127.0.0.1",
                     "EMBEDDER_METRICS_PORT": "0",
-                    **(security.embedder_env() if security else OPEN_EMBEDDER_ENV),
+                    **self._security_env("embedder", milvus_uri),
                     **config.extra_env,
                 },
                 ready_line=r"embedder listening on (\S+):(\d+)",
@@ -341,14 +340,7 @@ class LocalStack:
                     "SEARCH_MILVUS_URI": milvus_uri,
                     "SEARCH_REDIS_URL": redis_url,
                     "SEARCH_EMBEDDER_ADDRESS": embedder_address,
-                    **(
-                        security.search_env(
-                            redis_secure=config.redis_url is None,
-                            milvus_secure=config.milvus_uri is None and "https" in milvus_uri,
-                        )
-                        if security
-                        else OPEN_SEARCH_ENV
-                    ),
+                    **self._security_env("search", milvus_uri),
                     **config.extra_env,
                 },
                 ready_line=r"search listening on (\S+):(\d+)",
@@ -365,9 +357,23 @@ class LocalStack:
             milvus_uri=milvus_uri,
             redis_url=redis_url,
             log_dir=self.log_dir,
-            secure=security,
+            secure=self.secure,
         )
         return self.addresses
+
+    def _security_env(self, service: str, milvus_uri: str) -> dict[str, str]:
+        """TLS and auth settings of `service` (embedder, search): explicit plaintext unless secure.
+
+        Secure Redis and Milvus settings apply only to servers the stack started.
+        """
+        if self.secure is None:
+            return OPEN_EMBEDDER_ENV if service == "embedder" else OPEN_SEARCH_ENV
+        if service == "embedder":
+            return self.secure.embedder_env()
+        return self.secure.search_env(
+            redis_secure=self.config.redis_url is None,
+            milvus_secure=self.config.milvus_uri is None and milvus_uri.startswith("https://"),
+        )
 
     def _spawn(self, spec: ChildSpec) -> Child:
         self.announce(f"starting {spec.name}")
