@@ -13,8 +13,9 @@ PROTO_DIR := protos
 PROTO_OUT := src
 PROTOS := $(wildcard $(PROTO_DIR)/imgsearch/v1/*.proto)
 PYTEST_ARGS ?=
+SOAK_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast demo bench bench-embedder bench-search images up clean
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast demo bench bench-embedder bench-search soak images up clean
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,6 +75,9 @@ bench-embedder: setup ## Benchmark the model alone and the Embedder service unde
 
 bench-search: setup ## Benchmark recall, QPS, cache and Insert throughput against Milvus
 	$(PY) bench/bench_search.py
+
+soak: setup ## Mixed Insert/Search/Delete against `imgsearch up` for SOAK_SECONDS (600); update docs/benchmarks.md
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py
 
 images: ## Build the container images (needs a Docker engine)
 	@scripts/build-images.sh

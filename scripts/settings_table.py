@@ -42,6 +42,11 @@ CLI_SETTINGS: tuple[tuple[str, str, str], ...] = (
         "unset",
         "Name expected in the server certificate (`--tls-server-name`).",
     ),
+    (
+        "IMGSEARCH_INSERT_TIMEOUT",
+        "`120.0`",
+        "Deadline of each Insert request of `imgsearch ingest`, seconds (`--insert-timeout`).",
+    ),
 )
 
 

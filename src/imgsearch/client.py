@@ -17,8 +17,17 @@ or IMGSEARCH_TLS_CA and IMGSEARCH_TOKEN in the environment (see
 Every call has a deadline (`timeout`, seconds); failures raise `ClientError`
 subclasses from the project's error taxonomy (`imgsearch.common.errors`), so
 callers catch `InvalidArgumentError`, `NotFoundError`, `UnavailableError`...
-and read `.message` rather than parse gRPC status strings. Idempotent calls
-are retried by gRPC itself (service config) when the server is UNAVAILABLE.
+and read `.message` rather than parse gRPC status strings.
+
+Retries: every Search RPC is idempotent (Insert upserts by id, Delete of a
+deleted id is not an error), so gRPC itself retries a call that fails with a
+status the taxonomy marks retriable (`ImgsearchError.retriable`: UNAVAILABLE,
+RESOURCE_EXHAUSTED): up to `RETRY_MAX_ATTEMPTS` attempts with exponential
+backoff, all within the call's one deadline, and never once the server has
+started answering. gRPC can only resend what it kept: it keeps 256 KiB of a
+call by default, so larger Inserts and image Searches were never retried;
+the channel keeps up to the largest request the client sends
+(`max_message_bytes`), which is checked before sending.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgsearch.client_security import auth_error, client_security, transport_hint
 from imgsearch.common import errors
+from imgsearch.filenames import file_uri
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 
 ADDRESS_ENV = "IMGSEARCH_ADDRESS"
@@ -44,25 +54,74 @@ DEFAULT_ADDRESS = "127.0.0.1:50052"
 # Insert carries whole images; the Search service accepts 64 MiB by default.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# Retry UNAVAILABLE (a restarting server, a dropped connection) with backoff.
-# Every Search RPC is safe to repeat: Insert upserts by id, Delete of a
-# deleted id is not an error.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "imgsearch.v1.Search"}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.2s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
+# Deadlines (seconds) of each call, and of Insert, which embeds every image of
+# its request. The Search service honours a caller's deadline, longer or shorter
+# than its own default (embedder + Milvus timeouts, used when none is set).
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_INSERT_TIMEOUT_S = 120.0
+
+RETRY_MAX_ATTEMPTS = 3  # first try included; gRPC caps this at 5
+RETRY_INITIAL_BACKOFF_S = 0.2
+RETRY_MAX_BACKOFF_S = 2.0
+RETRY_BACKOFF_MULTIPLIER = 2
+
+
+def retryable_codes() -> list[str]:
+    """Status codes gRPC retries: those of the taxonomy's errors marked `retriable`.
+
+    A code is retried only when every error class that produces it is
+    retriable, so a request that can never succeed is not sent again.
+    """
+    classes = _error_classes()
+    codes = {cls.code for cls in classes if cls.retriable}
+    codes -= {cls.code for cls in classes if not cls.retriable}
+    return sorted(code.name for code in codes)
+
+
+def _error_classes() -> list[type[errors.ImgsearchError]]:
+    found: list[type[errors.ImgsearchError]] = []
+    pending = list(errors.ImgsearchError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def service_config() -> str:
+    """The gRPC service config of the client's channel: the retry policy of every Search RPC."""
+    policy = {
+        "maxAttempts": RETRY_MAX_ATTEMPTS,
+        "initialBackoff": f"{RETRY_INITIAL_BACKOFF_S}s",
+        "maxBackoff": f"{RETRY_MAX_BACKOFF_S}s",
+        "backoffMultiplier": RETRY_BACKOFF_MULTIPLIER,
+        "retryableStatusCodes": retryable_codes(),
     }
-)
+    return json.dumps(
+        {"methodConfig": [{"name": [{"service": "imgsearch.v1.Search"}], "retryPolicy": policy}]}
+    )
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Options of the client's channel: message limits and retries that cover every request.
+
+    `grpc.per_rpc_retry_buffer_size` is how much of a call gRPC keeps to
+    resend it; a call that sent more is committed and never retried. It is
+    set to the largest request (plus framing), so the retry policy holds for
+    every call. (gRPC core has no channel-wide cap; `grpc.retry_buffer_size`
+    exists only in grpc-js.)
+    """
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.service_config", service_config()),
+        ("grpc.enable_retries", 1),
+        ("grpc.per_rpc_retry_buffer_size", max_message_bytes + _RETRY_BUFFER_SLACK),
+    ]
+
+
+# Headroom over a message's own size in the retry buffer (gRPC framing, metadata).
+_RETRY_BUFFER_SLACK = 64 * 1024
 
 _ERROR_FOR_CODE: dict[grpc.StatusCode, type[errors.ImgsearchError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgumentError,
@@ -130,9 +189,9 @@ class ItemInput:
     def from_path(
         cls, path: str | os.PathLike[str], *, id: str = "", labels: Mapping[str, str] | None = None
     ) -> ItemInput:
-        """Read an image file; its absolute path becomes the uri."""
-        resolved = Path(path).resolve()
-        return cls(image=resolved.read_bytes(), id=id, uri=str(resolved), labels=labels or {})
+        """Read an image file; its `file:` URI becomes the uri (see `imgsearch.filenames`)."""
+        data = Path(path).read_bytes()
+        return cls(image=data, id=id, uri=file_uri(path), labels=labels or {})
 
     def to_proto(self) -> search_pb2.Item:
         return search_pb2.Item(id=self.id, image=self.image, uri=self.uri, labels=dict(self.labels))
@@ -230,9 +289,13 @@ class Client:
     """Blocking client of the Search service; close it, or use it as a context manager.
 
     `address` defaults to $IMGSEARCH_ADDRESS, then 127.0.0.1:50052. `timeout`
-    is the deadline of each call in seconds; `insert_timeout` that of Insert,
-    which embeds every image of the request. `token`/`token_file` and the
-    `tls*` arguments (each with an environment default, see
+    is the deadline of each call in seconds; `insert_timeout` that of each
+    Insert request, which embeds every image of the request (120 s: 64 photos
+    on a loaded CPU). A deadline covers every retry of its call, and the
+    service works to the caller's deadline. `max_message_bytes` bounds every
+    request and reply (the service's default limit is 64 MiB); larger requests
+    raise InvalidArgumentError before anything is sent. `token`/`token_file`
+    and the `tls*` arguments (each with an environment default, see
     `imgsearch.client_security`) authenticate and encrypt the calls; they
     raise `ConfigurationError` when a file cannot be used.
     """
@@ -241,8 +304,8 @@ class Client:
         self,
         address: str | None = None,
         *,
-        timeout: float = 30.0,
-        insert_timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         metadata: Sequence[tuple[str, str]] = (),
         token: str | None = None,
@@ -256,6 +319,7 @@ class Client:
         self.address = address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
         self.timeout = timeout
         self.insert_timeout = insert_timeout
+        self.max_message_bytes = max_message_bytes
         security = client_security(
             self.address,
             token=token,
@@ -268,13 +332,7 @@ class Client:
         )
         self.tls = security.tls
         self._metadata = (*security.metadata, *metadata)
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            *security.options,
-        ]
+        options = [*channel_options(max_message_bytes), *security.options]
         if security.credentials is None:
             self._channel = grpc.insecure_channel(self.address, options=options)
         else:
@@ -297,6 +355,14 @@ class Client:
         self._channel.close()
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        size = request.ByteSize()
+        if size > self.max_message_bytes:
+            # Refused here: gRPC would fail it locally with RESOURCE_EXHAUSTED,
+            # a code the retry policy would resend for nothing.
+            raise errors.InvalidArgumentError(
+                f"request is {size} bytes, over the limit of {self.max_message_bytes}"
+                " (max_message_bytes)"
+            )
         try:
             return method(
                 request,

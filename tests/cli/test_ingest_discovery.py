@@ -1,12 +1,26 @@
-"""Unit tests of the ingest file discovery and image sniffing (no server involved)."""
+"""Unit tests of the ingest file discovery, image sniffing and naming (no server involved)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from imgsearch.cli.ingest import PathNotFoundError, discover, looks_like_image, path_id
+from imgsearch.cli.ingest import (
+    IngestOptions,
+    IngestReport,
+    NotRegularFileError,
+    PathNotFoundError,
+    _batches,
+    discover,
+    looks_like_image,
+    path_id,
+    read_regular,
+)
+from imgsearch.filenames import escape_name
 
 
 @pytest.mark.parametrize(
@@ -58,3 +72,116 @@ def test_path_id_is_relative_to_the_current_folder(
     monkeypatch.chdir(tmp_path)
     assert path_id(image) == "x/photo.jpg"
     assert path_id(Path("/etc/hostname")) == "/etc/hostname"
+
+
+# --- special files and symbolic links: never opened, never silently dropped
+
+
+def _special_files(folder: Path) -> dict[str, str]:
+    """A FIFO, a socket, links to a device, nowhere and themselves; the kind each is reported as."""
+    os.mkfifo(folder / "fifo.jpg")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(folder / "socket.png"))
+    sock.close()
+    (folder / "null.jpg").symlink_to("/dev/null")
+    (folder / "dangling.jpg").symlink_to(folder / "gone.jpg")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    return {
+        "fifo.jpg": "a FIFO",
+        "socket.png": "a socket",
+        "null.jpg": "a character device",
+        "dangling.jpg": "a broken symbolic link",
+        "loop.jpg": "a symbolic link loop",
+    }
+
+
+def _sniff_in_thread(paths: list[Path]) -> tuple[IngestReport, list[str]]:
+    """Run the sniffing of ingest on `paths`; fail (not hang) if it blocks on a file."""
+    report = IngestReport()
+    warnings: list[str] = []
+    options = IngestOptions()
+    worker = threading.Thread(
+        target=lambda: list(_batches(paths, options, report, warnings.append)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "ingest blocked opening a special file"
+    return report, warnings
+
+
+def test_special_files_are_skipped_without_being_opened(tmp_path: Path) -> None:
+    kinds = _special_files(tmp_path)
+    (tmp_path / "real.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    files = discover([str(tmp_path)])
+    assert sorted(path.name for path in files) == sorted([*kinds, "real.png"])
+    report, warnings = _sniff_in_thread(files)
+    assert {Path(s.path).name: s.kind for s in report.not_regular} == kinds
+    assert not report.failed
+    assert not report.not_images
+    assert len(warnings) == len(kinds)
+    assert all("not a regular file" in warning for warning in warnings)
+    # A FIFO named on the command line is reported too, not silently ignored.
+    report, _ = _sniff_in_thread(discover([str(tmp_path / "fifo.jpg")]))
+    assert [s.kind for s in report.not_regular] == ["a FIFO"]
+
+
+def test_read_regular_refuses_special_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotRegularFileError, match="FIFO"):
+        read_regular(tmp_path / "fifo")
+    with pytest.raises(NotRegularFileError, match="character device"):
+        read_regular(Path("/dev/zero"))
+    with pytest.raises(NotRegularFileError, match="folder"):
+        read_regular(tmp_path)
+    (tmp_path / "file").write_bytes(b"abc")
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    assert read_regular(tmp_path / "link") == b"abc"
+    assert read_regular(tmp_path / "file", 2) == b"ab"
+
+
+def test_symlinked_folders_are_followed_once_loops_are_cut(tmp_path: Path) -> None:
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere" / "2019"
+    (photos / "cats").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    (photos / "cats" / "a.jpg").write_bytes(b"x")
+    (elsewhere / "b.jpg").write_bytes(b"x")
+    (photos / "2019").symlink_to(elsewhere)  # a symlinked sub-folder: followed
+    (photos / "cats" / "up").symlink_to(photos)  # a loop back to the top
+    (photos / "again").symlink_to(photos / "cats")  # a second way into the same folder
+    (photos / "file-link.jpg").symlink_to(elsewhere / "b.jpg")  # a link to a file: a file
+    warnings: list[str] = []
+    found = discover([str(photos)], warn=warnings.append)
+    # Real folders first; then the links, each folder once under its real path.
+    assert found == [
+        photos / "file-link.jpg",
+        photos / "cats" / "a.jpg",
+        photos / "2019" / "b.jpg",
+    ]
+    assert sorted(warnings) == [
+        f"not following link {photos / 'again'}: it leads to {photos / 'cats'},"
+        " which is already included",
+        f"not following link {photos / 'cats' / 'up'}: it leads to {photos},"
+        " which is already included",
+    ]
+
+
+def test_broken_link_argument_is_not_a_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    assert discover([str(tmp_path / "dangling.png")]) == [tmp_path / "dangling.png"]
+
+
+def test_odd_names_are_discovered_and_reported_printably(tmp_path: Path) -> None:
+    folder = os.fsencode(tmp_path)
+    names = [b"caf\xe9.txt", b"new\nline.txt", b"-rf.txt", b"\x1b[31mred.txt"]
+    for name in names:
+        with open(os.path.join(folder, name), "wb") as handle:
+            handle.write(b"not an image")
+    found = discover([os.fsdecode(folder)])
+    assert sorted(os.fsencode(path.name) for path in found) == sorted(names)
+    report, warnings = _sniff_in_thread(found)
+    assert len(report.not_images) == len(names)
+    for line in [*warnings, *report.not_images]:
+        line.encode("utf-8")  # printable text, no lone surrogates
+        assert "\n" not in line
+        assert "\x1b" not in line
+    assert f"{escape_name(tmp_path)}/caf%E9.txt" in report.not_images

@@ -12,11 +12,11 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgsearch.client import Hit
+from imgsearch.filenames import path_from_uri
 
 THUMBNAIL_SIDE = 160
 
@@ -37,15 +37,12 @@ def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
 
 
 def open_image(source: bytes | str | Path) -> Image.Image | None:
-    """A decoded image from bytes, a local path or a file:// uri; None when it cannot be read."""
+    """A decoded image from bytes, a local path or a `file:` URI; None when it cannot be read."""
     try:
         if isinstance(source, bytes):
             image = Image.open(io.BytesIO(source))
         else:
-            text = str(source)
-            if text.startswith("file://"):
-                text = unquote(urlparse(text).path)
-            image = Image.open(text)
+            image = Image.open(path_from_uri(str(source)) if isinstance(source, str) else source)
         image.load()
         return image
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):

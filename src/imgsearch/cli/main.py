@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -33,10 +34,17 @@ from rich.text import Text
 from imgsearch.cli import html as html_page
 from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
 from imgsearch.cli.token import token_app
-from imgsearch.client import ADDRESS_ENV, DEFAULT_ADDRESS, Client, read_image
+from imgsearch.client import (
+    ADDRESS_ENV,
+    DEFAULT_ADDRESS,
+    DEFAULT_INSERT_TIMEOUT_S,
+    Client,
+    read_image,
+)
 from imgsearch.client_security import TLS_CA_ENV, TOKEN_FILE_ENV
 from imgsearch.common import errors
 from imgsearch.common.settings import ConfigurationError
+from imgsearch.filenames import escape_name
 from imgsearch.secure_stack import SecureFiles
 from imgsearch.stack import LocalStack, StackConfig, StackError
 
@@ -85,12 +93,13 @@ def _fail_for(exc: errors.ImgsearchError) -> NoReturn:
     fail(exc.message, EXIT_FAILED)
 
 
-def _client(ctx: typer.Context) -> Client:
+def _client(ctx: typer.Context, insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S) -> Client:
     options: _Options = ctx.obj
     try:
         return Client(
             options.address,
             timeout=options.timeout,
+            insert_timeout=insert_timeout,
             token_file=options.token_file,
             tls=options.tls,
             tls_ca=options.tls_ca,
@@ -100,6 +109,14 @@ def _client(ctx: typer.Context) -> Client:
         )
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
+
+
+def _safe_output() -> None:
+    """Never crash on printing: characters the terminal cannot encode are backslash-escaped."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def _print_json(data: Any) -> None:
@@ -169,6 +186,7 @@ def main(
         ),
     ] = None,
 ) -> None:
+    _safe_output()
     ctx.obj = _Options(
         address=address,
         timeout=timeout,
@@ -187,12 +205,23 @@ app.add_typer(token_app, name="token")
 # --- ingest
 
 
+# What a label cannot hold: C0 controls, DEL, and bytes of the command line
+# that are not UTF-8 (kept by Python as lone surrogates).
+_NOT_LABEL_TEXT = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
+
+
 def _parse_labels(pairs: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        shown = escape_name(pair)
         if not sep or not key:
-            fail(f"bad --label {pair!r}: expected KEY=VALUE", EXIT_USAGE)
+            fail(f"bad --label {shown!r}: expected KEY=VALUE", EXIT_USAGE)
+        if _NOT_LABEL_TEXT.search(pair):
+            fail(
+                f"bad --label {shown!r}: labels are UTF-8 text without control characters",
+                EXIT_USAGE,
+            )
         labels[key] = value
     return labels
 
@@ -224,13 +253,26 @@ def ingest_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=16, help="Insert requests in flight.")
     ] = 2,
+    insert_timeout: Annotated[
+        float,
+        typer.Option(
+            "--insert-timeout",
+            envvar="IMGSEARCH_INSERT_TIMEOUT",
+            min=0.1,
+            help="Deadline of each Insert request (one batch, retries included), seconds.",
+        ),
+    ] = DEFAULT_INSERT_TIMEOUT_S,
     as_json: JsonOption = False,
 ) -> None:
     """Index images: skips non-images, re-runs skip what is already indexed."""
     if id_from not in ("hash", "path"):
         fail(f"bad --id-from {id_from!r}: expected 'hash' or 'path'", EXIT_USAGE)
+
+    def warn(message: str) -> None:
+        _err.print(f"warning: {message}", markup=False)
+
     try:
-        files = discover(paths)
+        files = discover(paths, warn=warn)
     except PathNotFoundError as exc:
         fail(str(exc), EXIT_USAGE)
     options = IngestOptions(
@@ -241,12 +283,8 @@ def ingest_command(
         concurrency=concurrency,
     )
     show_progress = not as_json and _err.is_terminal
-
-    def warn(message: str) -> None:
-        _err.print(f"warning: {message}", markup=False)
-
     with (
-        _client(ctx) as client,
+        _client(ctx, insert_timeout) as client,
         Progress(
             TextColumn("ingesting"),
             BarColumn(),
@@ -278,6 +316,7 @@ def ingest_command(
         _out.print(
             f"inserted {report.inserted}, skipped {report.skipped} already indexed"
             f" ({report.duplicates} duplicates in this run), {len(report.not_images)} not images,"
+            f" {len(report.not_regular)} not regular files,"
             f" failed {len(report.failed)}; {report.elapsed_s:.1f} s,"
             f" {report.images_per_s:.1f} images/s",
             markup=False,
@@ -323,7 +362,7 @@ def search_command(
         try:
             query_bytes = read_image(image)
         except OSError as exc:
-            fail(f"cannot read {image}: {exc.strerror or exc}", EXIT_USAGE)
+            fail(f"cannot read {escape_name(image)}: {exc.strerror or exc}", EXIT_USAGE)
     with _client(ctx) as client:
         try:
             if query_bytes is not None:
@@ -332,7 +371,7 @@ def search_command(
                 result = client.search(id=by_id, k=k, filter=filter_expr, min_score=min_score)
         except errors.ImgsearchError as exc:
             _fail_for(exc)
-    query_name = str(image) if image is not None else f"id {by_id}"
+    query_name = escape_name(image) if image is not None else f"id {by_id}"
     if html_file is not None:
         query_src = html_page.data_uri(query_bytes) if query_bytes is not None else None
         if query_src is None and by_id is not None and result.hits:
@@ -344,7 +383,7 @@ def search_command(
         try:
             html_file.write_text(page, encoding="utf-8")
         except OSError as exc:
-            fail(f"cannot write {html_file}: {exc.strerror or exc}", EXIT_USAGE)
+            fail(f"cannot write {escape_name(html_file)}: {exc.strerror or exc}", EXIT_USAGE)
     if as_json:
         _print_json(
             {
@@ -353,7 +392,7 @@ def search_command(
                 "hits": [
                     {"rank": rank, **hit.to_dict()} for rank, hit in enumerate(result.hits, start=1)
                 ],
-                "html": str(html_file) if html_file else None,
+                "html": escape_name(html_file) if html_file else None,
             }
         )
         return
@@ -371,7 +410,7 @@ def search_command(
         table.add_row(str(rank), f"{hit.score:.4f}", Text(hit.id), Text(hit.uri))
     _out.print(table)
     if html_file is not None:
-        _out.print(f"wrote {html_file}", markup=False)
+        _out.print(f"wrote {escape_name(html_file)}", markup=False)
 
 
 # --- get, delete, stats, health
