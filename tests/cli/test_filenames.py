@@ -86,3 +86,15 @@ def test_path_from_uri_accepts_plain_paths_and_refuses_other_schemes() -> None:
         path_from_uri("https://example.com/cat.jpg")
     with pytest.raises(ValueError, match="another host"):
         path_from_uri("file://server/share/cat.jpg")
+
+
+def test_html_thumbnails_open_file_uris_of_any_name(tmp_path: os.PathLike[str]) -> None:
+    from PIL import Image
+
+    from imgsearch.cli.html import hit_image_src
+
+    path = os.path.join(os.fsencode(tmp_path), b"caf\xe9\n1.png")
+    Image.new("RGB", (4, 4), "blue").save(os.fsdecode(path), format="PNG")
+    src = hit_image_src(file_uri(path))
+    assert src is not None
+    assert src.startswith("data:image/jpeg;base64,")

@@ -15,6 +15,7 @@ from imgsearch.cli.ingest import (
     NotRegularFileError,
     PathNotFoundError,
     _batches,
+    _item_fields,
     discover,
     looks_like_image,
     path_id,
@@ -185,3 +186,26 @@ def test_odd_names_are_discovered_and_reported_printably(tmp_path: Path) -> None
         assert "\n" not in line
         assert "\x1b" not in line
     assert f"{escape_name(tmp_path)}/caf%E9.txt" in report.not_images
+
+
+def test_names_too_long_for_the_service(tmp_path: Path) -> None:
+    """A uri over 2,048 bytes is dropped with a warning; ids and labels over limits fail."""
+    latin1 = os.fsdecode(b"\xe9" * 250)  # 750 bytes once percent-encoded
+    deep = tmp_path / latin1 / latin1 / latin1 / "photo.png"
+    warnings: list[str] = []
+    item_id, uri, labels = _item_fields(deep, IngestOptions(), "ab" * 32, warnings.append)
+    assert (item_id, uri, labels) == ("ab" * 32, "", {})
+    assert len(warnings) == 1
+    assert "indexed without a uri" in warnings[0]
+    assert "%E9%E9" in warnings[0]
+    with pytest.raises(ValueError, match=r"path id is \d+ bytes, over the limit of 512"):
+        _item_fields(deep, IngestOptions(id_from="path"), "ab" * 32, warnings.append)
+    with pytest.raises(ValueError, match="folder name is 750 bytes"):
+        _item_fields(deep, IngestOptions(folder_label="folder"), "ab" * 32, warnings.append)
+    short = tmp_path / "caf\udce9" / "new\nline.png"
+    item_id, uri, labels = _item_fields(
+        short, IngestOptions(id_from="path", folder_label="folder"), "", warnings.append
+    )
+    assert item_id == f"{escape_name(tmp_path)}/caf%E9/new%0Aline.png"
+    assert uri == f"file://{escape_name(tmp_path)}/caf%E9/new%0Aline.png"
+    assert labels == {"folder": "caf%E9"}
