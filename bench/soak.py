@@ -122,18 +122,19 @@ class Images:
 # --- the services' memory
 
 
-def _service_name(cmdline: list[str]) -> str | None:
+def _service_name(cmdline: list[str], process_name: str) -> str:
+    """A short name for a child of `imgsearch up`: embedder, search, redis, milvus or its own."""
     text = " ".join(cmdline)
     for marker, name in (
         ("imgsearch_embedder", "embedder"),
         ("imgsearch_search", "search"),
         ("redis-server", "redis"),
         ("milvus", "milvus"),
-        ("imgsearch.web", "web"),
+        ("web", "web"),
     ):
         if marker in text:
             return name
-    return None
+    return process_name
 
 
 class Services:
@@ -144,9 +145,7 @@ class Services:
 
         self.processes: dict[str, Any] = {}
         for child in psutil.Process(up_pid).children():
-            name = _service_name(child.cmdline())
-            if name is not None:
-                self.processes[name] = child
+            self.processes[_service_name(child.cmdline(), child.name())] = child
         self.samples: list[tuple[float, dict[str, float]]] = []
 
     @classmethod

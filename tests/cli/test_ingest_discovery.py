@@ -209,3 +209,18 @@ def test_names_too_long_for_the_service(tmp_path: Path) -> None:
     assert item_id == f"{escape_name(tmp_path)}/caf%E9/new%0Aline.png"
     assert uri == f"file://{escape_name(tmp_path)}/caf%E9/new%0Aline.png"
     assert labels == {"folder": "caf%E9"}
+
+
+@pytest.mark.parametrize("label", ["k=a\nb", "k=caf\udce9", "k=\x1b[31m"], ids=repr)
+def test_labels_that_cannot_be_stored_are_bad_usage(label: str, tmp_path: Path) -> None:
+    """Refused before anything is sent (exit 2), in one printable line."""
+    from typer.testing import CliRunner
+
+    from imgsearch.cli.main import app
+
+    args = ["--address", "127.0.0.1:1", "ingest", str(tmp_path), "--label", label]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "UTF-8 text without control characters" in result.stderr
+    assert "\x1b" not in result.stderr

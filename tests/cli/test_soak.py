@@ -59,9 +59,9 @@ def test_undeclared_codes_and_lost_items_fail_the_run() -> None:
 
 @pytest.mark.slow
 def test_short_soak_against_the_local_stack(stack_address: str) -> None:
-    """A 20 s soak in its own process against the session's `imgsearch up`."""
+    """A 15 s soak in its own process against the session's `imgsearch up`."""
     proc = subprocess.run(
-        [PYTHON, "bench/soak.py", "--seconds", "20", "--address", stack_address,
+        [PYTHON, "bench/soak.py", "--seconds", "15", "--address", stack_address,
          "--concurrency", "2", "--target-items", "40", "--sample-s", "2", "--no-docs"],
         capture_output=True, text=True, timeout=240, cwd=ROOT,
     )  # fmt: skip
