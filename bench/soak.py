@@ -24,8 +24,9 @@ children) sampled every `--sample-s` seconds. The run fails (exit 1) when:
   service answers; NOT_FOUND for a Search by an id deleted meanwhile);
 - anything is lost: at the end, every item whose Insert was acknowledged and
   not deleted since is stored, and every deleted item is gone;
-- memory grows: after warm-up (the first 20% of the run, at least 60 s),
-  the least-squares trend of a service's RSS over the rest of the run,
+- memory grows: after warm-up (the first 20% of the run, at least 60 s, and
+  not before the collection first held its target: data growth is not a
+  leak), the least-squares trend of a service's RSS over the rest of the run,
   times that time, exceeds `RSS_SLACK` (the larger of 64 MiB and 10% of its
   RSS after warm-up). Runs shorter than 2 minutes are not judged on memory.
 
@@ -181,10 +182,21 @@ class Services:
         self.samples.append((elapsed, self.rss_mib()))
 
 
-def judge_memory(samples: list[tuple[float, dict[str, float]]], seconds: float) -> dict[str, Any]:
-    """Per service: RSS at start, after warm-up and at the end, its trend, and the verdict."""
-    warmup = max(60.0, 0.2 * seconds)
-    judged = seconds >= MIN_JUDGED_S
+def warmup_s(seconds: float, filled_at: float | None) -> float:
+    """End of the warm-up: 20% of the run, at least 60 s, and not before the collection is full."""
+    return max(60.0, 0.2 * seconds, filled_at if filled_at is not None else float("inf"))
+
+
+def judge_memory(
+    samples: list[tuple[float, dict[str, float]]], seconds: float, filled_at: float | None = 0.0
+) -> dict[str, Any]:
+    """Per service: RSS at start, after warm-up and at the end, its trend, and the verdict.
+
+    `filled_at`: seconds into the run when the collection first held its
+    target (None: never; then memory is not judged, data was still growing).
+    """
+    warmup = warmup_s(seconds, filled_at)
+    judged = seconds >= MIN_JUDGED_S and warmup < seconds
     verdicts: dict[str, Any] = {}
     for name in samples[0][1] if samples else []:
         series = [(t, sizes[name]) for t, sizes in samples if np.isfinite(sizes.get(name, np.nan))]
@@ -221,6 +233,7 @@ class Tally:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     inserted_images: int = 0
+    filled_at: float | None = None  # seconds into the run when the target was first reached
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, op: str, started: float, code: str | None) -> None:
@@ -253,6 +266,7 @@ class Load:
         self.uncertain: set[str] = set()  # a failed call may or may not have applied
         self.lock = threading.Lock()
         self._next = 0
+        self.started = time.perf_counter()
 
     def step(self, rng: random.Random) -> None:
         draw = rng.random()
@@ -303,6 +317,8 @@ class Load:
                     self.tally.inserted_images += 1
                 else:
                     self.tally.errors[("Insert item", outcome.code.name)] += 1
+            if self.tally.filled_at is None and len(self.live) >= self.target:
+                self.tally.filled_at = time.perf_counter() - self.started
 
     def delete(self) -> None:
         with self.lock:
@@ -378,7 +394,7 @@ def drive(address: str, services: Services | None, args: argparse.Namespace) -> 
     with Client(address) as client:
         load = Load(client, images, args, dimension=client.stats().dimension)
         stop = threading.Event()
-        started = time.perf_counter()
+        started = load.started = time.perf_counter()
         sampler = threading.Thread(
             target=_sampler, args=(services, started, stop, args.sample_s), daemon=True
         )
@@ -396,6 +412,18 @@ def drive(address: str, services: Services | None, args: argparse.Namespace) -> 
         sampler.join()
         integrity = load.verify_and_clean()
     return summarise(load.tally, elapsed, integrity, services, args)
+
+
+def rss_series(samples: list[tuple[float, dict[str, float]]], points: int = 24) -> dict[str, list]:
+    """The RSS samples thinned to about `points` evenly spaced ones: {"t_s": [...], name: [...]}."""
+    if not samples:
+        return {}
+    step = max(1, len(samples) // points)
+    chosen = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
+    series: dict[str, list] = {"t_s": [round(t) for t, _ in chosen]}
+    for name in chosen[0][1]:
+        series[name] = [sizes.get(name) for _, sizes in chosen]
+    return series
 
 
 def _op_figures(tally: Tally, elapsed: float) -> dict[str, dict[str, Any]]:
@@ -426,7 +454,8 @@ def summarise(
         for (op, code), n in sorted(tally.errors.items())
         if code not in DECLARED.get(op, frozenset())
     }
-    memory = judge_memory(services.samples, elapsed) if services else {}
+    filled_at = tally.filled_at
+    memory = judge_memory(services.samples, elapsed, filled_at) if services else {}
     failures = [f"undeclared error {key} ({n}x)" for key, n in undeclared.items()]
     failures += [f"{k}: {integrity[k]}" for k in ("lost", "resurrected") if integrity[k]]
     failures += [f"{name}: RSS grew" for name, m in memory.items() if m.get("ok") is False]
@@ -445,7 +474,10 @@ def summarise(
         **integrity,
         "rss": memory,
         "rss_samples": len(services.samples) if services else 0,
-        "memory_judged": bool(services) and elapsed >= MIN_JUDGED_S,
+        "rss_series_mib": rss_series(services.samples) if services else {},
+        "collection_filled_at_s": None if filled_at is None else round(filled_at, 1),
+        "warmup_s": round(min(warmup_s(elapsed, filled_at), elapsed), 1),
+        "memory_judged": any("ok" in entry for entry in memory.values()),
         "passed": not failures,
         "failures": failures,
     }
@@ -507,9 +539,10 @@ def report(result: dict[str, Any]) -> str:
             "",
             f"Verdict: **{'passed' if result['passed'] else 'FAILED'}**"
             + (f" ({'; '.join(result['failures'])})" if result["failures"] else "")
-            + ". Trend: least-squares RSS slope after warm-up times its duration; slack:"
-            " max(64 MiB, 10% of the RSS after warm-up). Reproduce with `make soak`"
-            " (`SOAK_SECONDS` sets the duration).",
+            + f". The collection first held its target at {result['collection_filled_at_s']} s;"
+            f" warm-up ended at {result['warmup_s']} s. Trend: least-squares RSS slope after"
+            " warm-up times its duration; slack: max(64 MiB, 10% of the RSS after warm-up)."
+            " Reproduce with `make soak` (`SOAK_SECONDS` sets the duration).",
             "",
             "```json",
             json.dumps(result),

@@ -35,6 +35,12 @@ def test_memory_growth_after_warm_up_fails_the_run() -> None:
     assert judge_memory(_samples(4.0), 600)["search"]["ok"] is True
 
 
+def test_memory_is_judged_only_once_the_collection_is_full() -> None:
+    assert "ok" not in judge_memory(_samples(12.0), 600, filled_at=None)["search"]
+    # Full at 500 s: only the last 100 s are judged (12 MiB/min: 20 MiB, within the slack).
+    assert judge_memory(_samples(12.0), 600, filled_at=500)["search"]["ok"] is True
+
+
 def test_short_runs_are_not_judged_on_memory() -> None:
     verdict = judge_memory(_samples(120.0, seconds=30, every=2), 30)
     assert "ok" not in verdict["search"]
