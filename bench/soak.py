@@ -499,6 +499,17 @@ def start_stack(data_dir: Path) -> tuple[Any, str]:
     return child, str(ready["search"])
 
 
+def _load_note(result: dict[str, Any]) -> str:
+    busiest = max(result["load_average_1m_start"], result["load_average_1m_end"])
+    if busiest <= len(os.sched_getaffinity(0)):
+        return ""
+    return (
+        " **Measured under load**: other work shared the cores (load average above the"
+        " core count), so throughput and latency are far below this machine's own;"
+        " re-run on a quiet machine for reference figures."
+    )
+
+
 def report(result: dict[str, Any]) -> str:
     """The Markdown section of docs/benchmarks.md."""
     ops = result["ops"]
@@ -523,7 +534,8 @@ def report(result: dict[str, Any]) -> str:
             f" {result['load_average_1m_end']} at the end): {result['seconds']:.0f} s of mixed"
             f" calls from {result['concurrency']} threads of one client process against"
             f" `imgsearch up` (its default store), the collection held near"
-            f" {result['target_items']:,} soak items. Latencies are client-side, retries included.",
+            f" {result['target_items']:,} soak items. Latencies are client-side, retries included."
+            + _load_note(result),
             "",
             "| Operation | calls | ok | ok/s | p50 ms | p99 ms |",
             "|---|---|---|---|---|---|",
