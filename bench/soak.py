@@ -97,11 +97,11 @@ def _fashion_pngs(count: int) -> list[bytes]:
 class Images:
     """Query and insert images: Fashion-MNIST PNGs and random crops of photos (JPEG)."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, fashion_count: int = 10_000) -> None:
         from tests.fixtures.photos import load_photo
 
         self.rng = rng
-        self.fashion = _fashion_pngs(10_000)
+        self.fashion = _fashion_pngs(fashion_count)
         self.photos = [load_photo(name, max_side=384) for name in PHOTOS]
         self.lock = threading.Lock()
 
@@ -372,7 +372,19 @@ class Load:
 
 
 def _worker(load: Load, stop_at: float, seed: int) -> None:
+    """One of each operation first (so even a short run covers them all), then the mix."""
     rng = random.Random(seed)
+    tour = [
+        load.insert,
+        lambda: load.search_image(filtered=True),
+        lambda: load.search_id(rng),
+        lambda: load.search_vector(rng),
+        load.delete,
+    ]
+    for operation in tour:
+        if time.perf_counter() >= stop_at:
+            return
+        operation()
     while time.perf_counter() < stop_at:
         load.step(rng)
 
@@ -390,7 +402,7 @@ def drive(address: str, services: Services | None, args: argparse.Namespace) -> 
     from imgsearch.client import Client
 
     rng = random.Random(args.seed)
-    images = Images(rng)
+    images = Images(rng, args.images)
     with Client(address) as client:
         load = Load(client, images, args, dimension=client.stats().dimension)
         stop = threading.Event()
@@ -575,6 +587,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="client threads")
     parser.add_argument("--target-items", type=int, default=1000, help="soak items to hold")
     parser.add_argument("--insert-batch", type=int, default=4, help="images per Insert")
+    parser.add_argument("--images", type=int, default=10_000, help="Fashion-MNIST images used")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS samples")
     parser.add_argument("--seed", type=int, default=20261124)
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/")

@@ -68,7 +68,8 @@ def test_short_soak_against_the_local_stack(stack_address: str) -> None:
     """A 15 s soak in its own process against the session's `imgsearch up`."""
     proc = subprocess.run(
         [PYTHON, "bench/soak.py", "--seconds", "15", "--address", stack_address,
-         "--concurrency", "2", "--target-items", "40", "--sample-s", "2", "--no-docs"],
+         "--concurrency", "2", "--target-items", "40", "--sample-s", "2", "--images", "500",
+         "--no-docs"],
         capture_output=True, text=True, timeout=240, cwd=ROOT,
     )  # fmt: skip
     assert proc.stdout, proc.stderr[-3000:]
