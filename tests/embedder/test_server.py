@@ -159,6 +159,9 @@ def test_sigterm_drains_in_flight_work_and_exits_cleanly() -> None:
         "EMBEDDER_PORT": "0",
         "EMBEDDER_METRICS_PORT": "0",
         "EMBEDDER_DRAIN_DELAY_S": "0.5",
+        # Room for 64 images on a slow or busy machine: the test is about
+        # draining, not speed (10 s, the default grace, is ~25x what it needs idle).
+        "EMBEDDER_SHUTDOWN_GRACE_S": "120",
     }
     child = ChildProcess("embedder", [PYTHON, "-m", "imgsearch_embedder"], env)
     try:
