@@ -11,7 +11,6 @@ found, or whose tensors do not match the architecture, stops start-up with a
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgsearch.common.resources import usable_cpu_count
 from imgsearch_embedder.settings import EmbedderSettings
 
 _log = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ class ModelSpec:
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-
-
-def usable_cpu_count() -> int:
-    """Cores this process may run on (respects CPU affinity, e.g. in containers)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -260,6 +252,31 @@ def _build_torchscript(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module
     return module, None, spec
 
 
+Builder = Callable[[EmbedderSettings], tuple[nn.Module, nn.Module | None, ModelSpec]]
+
+
+def _build(
+    builder: Builder, settings: EmbedderSettings
+) -> tuple[nn.Module, nn.Module | None, ModelSpec]:
+    """Run `builder`; any failure to read or fit the weights becomes a ModelLoadError.
+
+    A truncated or garbage file, a state dict of something else, or a TorchScript
+    file that is not one fails inside torch, safetensors or pickle with their own
+    exception types; start-up must stop with one line naming the file instead.
+    """
+    try:
+        return builder(settings)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # whatever the loaders raise, start-up stops
+        source = settings.weights or f"the {settings.model} weights"
+        detail = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ModelLoadError(
+            f"cannot load model {settings.model!r} from {source}: the file is corrupt or does"
+            f" not fit the model ({type(error).__name__}: {detail})"
+        ) from error
+
+
 def _freeze_for_cpu(trunk: nn.Module, input_size: int) -> nn.Module:
     """Trace and freeze the trunk for CPU inference.
 
@@ -299,14 +316,14 @@ class EmbeddingModel:
         self.gem_p = settings.gem_p
         if self.device.type == "cpu":
             torch.set_num_threads(settings.torch_threads or usable_cpu_count())
-        builder: Callable[[EmbedderSettings], tuple[nn.Module, nn.Module | None, ModelSpec]]
+        builder: Builder
         if settings.model == "torchscript":
             builder = _build_torchscript
         elif settings.model.startswith("torchvision:"):
             builder = _build_torchvision
         else:
             builder = _build_timm
-        trunk, classifier_model, self.spec = builder(settings)
+        trunk, classifier_model, self.spec = _build(builder, settings)
         self._channels_last = settings.channels_last and self.device.type == "cuda"
         memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
         self.trunk = trunk.eval().to(self.device, memory_format=memory_format)

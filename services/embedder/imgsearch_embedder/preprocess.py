@@ -8,29 +8,40 @@ index in the request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
-from imgsearch.common.imaging import configure_pillow, decode_rgb
+from imgsearch.common.imaging import DecodeLimits, PixelBudget, configure_pillow, decode_then
 
 __all__ = ["Preprocessor", "configure_pillow"]
 
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Turns encoded image bytes into an (input_size, input_size, 3) uint8 RGB array."""
+    """Turns encoded image bytes into an (input_size, input_size, 3) uint8 RGB array.
+
+    `max_aspect_ratio` bounds the work and memory of the geometry below for any
+    image: a more elongated one is centre-cropped to that ratio first (see
+    `imgsearch.common.imaging`). `budget` bounds the pixels decoded at once
+    across the decode threads; the resize runs within the image's share.
+    """
 
     input_size: int
     resize_size: int
     max_image_pixels: int
+    max_aspect_ratio: float | None = None
+    budget: PixelBudget | None = field(default=None, compare=False)
 
     def __call__(self, data: bytes, index: int) -> np.ndarray:
-        image = decode_rgb(
-            data, f"images[{index}]", self.max_image_pixels, draft_size=self.resize_size
+        limits = DecodeLimits(
+            self.max_image_pixels,
+            draft_size=self.resize_size,
+            max_aspect_ratio=self.max_aspect_ratio,
+            budget=self.budget,
         )
-        return self._resize_and_crop(image)
+        return decode_then(data, f"images[{index}]", limits, self._resize_and_crop)
 
     def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
         width, height = image.size

@@ -1,8 +1,18 @@
 """One error taxonomy for every imgsearch service, mapped to gRPC status codes here only.
 
 Service code raises these; the server interceptor (`imgsearch.common.grpc_runtime`)
-turns them into the matching status with the error's message. Any other exception
-that escapes a handler becomes INTERNAL (logged with its traceback), never UNKNOWN.
+turns them into the matching status with the error's message. Errors are classified
+by cause, with two flags a caller can act on without matching strings:
+
+- `retriable`: the same request may succeed later (queue full, dependency down);
+- `input_error`: the request itself is at fault and will fail again unchanged
+  (bad image, request over a limit, unknown id).
+
+Of the exceptions no handler raises on purpose, `MemoryError` is the server
+running short of memory (RESOURCE_EXHAUSTED, retriable); any other becomes
+INTERNAL (logged with its traceback), never UNKNOWN. Code that reads untrusted
+input (image decoding) turns the input's failures into `InvalidArgumentError`
+where they happen, so they never reach this fallback.
 """
 
 from __future__ import annotations
@@ -14,11 +24,13 @@ class ImgsearchError(Exception):
     """Base of all errors a handler may raise on purpose.
 
     `code` is the gRPC status the client receives; `retriable` tells callers
-    (our own clients included) whether the same request may succeed later.
+    (our own clients included) whether the same request may succeed later;
+    `input_error` whether the request itself is at fault.
     """
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     retriable: bool = False
+    input_error: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -29,19 +41,28 @@ class InvalidArgumentError(ImgsearchError):
     """The request is malformed: bad image, bad filter, out-of-range parameter."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+    input_error = True
 
 
 class NotFoundError(ImgsearchError):
     """The request names something that does not exist (an unknown id)."""
 
     code = grpc.StatusCode.NOT_FOUND
+    input_error = True
 
 
 class ResourceExhaustedError(ImgsearchError):
-    """A limit was hit: request too large, or a queue is full (retry later)."""
+    """A shared resource is exhausted: a queue, the RPC slots, memory (retry later)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     retriable = True
+
+
+class RequestTooLargeError(ResourceExhaustedError):
+    """The request is over a per-request limit (images, bytes): split it; retrying cannot help."""
+
+    retriable = False
+    input_error = True
 
 
 class FailedPreconditionError(ImgsearchError):
@@ -85,4 +106,9 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Return the gRPC status code and message that `exc` should produce."""
     if isinstance(exc, ImgsearchError):
         return exc.code, exc.message
+    if isinstance(exc, MemoryError):
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "the server ran short of memory for this request; retry later or send less at once",
+        )
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see server logs"

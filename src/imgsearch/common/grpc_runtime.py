@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -24,11 +23,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from imgsearch.common.errors import status_for
+from imgsearch.common.errors import ImgsearchError, ResourceExhaustedError, status_for
 from imgsearch.common.logs import request_id_var
 from imgsearch.common.metrics import RpcMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
+# Calls gRPC itself admits beyond the service limit: room for probes and reflection.
+_PROBE_HEADROOM_RPCS = 16
 _access_log = logging.getLogger("imgsearch.access")
 _log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except Exception as exc:  # noqa: BLE001 -- the one place exceptions become statuses
                 code, message = status_for(exc)
-                if code == grpc.StatusCode.INTERNAL:
+                if not isinstance(exc, ImgsearchError):  # INTERNAL, or MemoryError
                     _log.exception("unhandled error in %s", method)
                 await context.abort(code, message)
             finally:
@@ -95,6 +96,57 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
+    """Sheds unary RPCs beyond `limit` in progress at once with RESOURCE_EXHAUSTED.
+
+    Every call in progress holds its request message (up to the receive limit)
+    and whatever its handler allocates, so the number in progress bounds memory.
+    Health checks and reflection are exempt: an overloaded server still answers
+    its probes, and sheds load rather than being restarted for it. The refusal
+    is a `ResourceExhaustedError` (retriable), mapped by `ObservabilityInterceptor`,
+    which must come before this one.
+    """
+
+    EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_progress = 0
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or method.startswith(self.EXEMPT_PREFIXES)
+        ):
+            return handler
+        behaviour = handler.unary_unary
+
+        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if self.in_progress >= self.limit:
+                raise ResourceExhaustedError(
+                    f"server busy: {self.in_progress} calls in progress (limit {self.limit});"
+                    " retry with backoff"
+                )
+            self.in_progress += 1
+            try:
+                return await behaviour(request, context)
+            finally:
+                self.in_progress -= 1
+
+        return grpc.unary_unary_rpc_method_handler(
+            limited,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -148,12 +200,15 @@ def create_grpc_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     max_receive_message_bytes: int = 4 * 1024 * 1024,
     credentials: grpc.ServerCredentials | None = None,
+    max_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Build (not start) a grpc.aio server with our services, health and reflection.
 
     Returns the server and the bound port, so `address="127.0.0.1:0"` works.
     `credentials` (see `imgsearch.common.server_security`) serve TLS; None
-    serves plaintext.
+    serves plaintext. `max_concurrent_rpcs` caps the service calls in progress
+    (see `ConcurrencyLimitInterceptor`; probes exempt), with gRPC's own limit a
+    little above it as the backstop for every call, probes included.
     """
     options = [
         ("grpc.max_receive_message_length", max_receive_message_bytes),
@@ -168,7 +223,14 @@ def create_grpc_server(
         ("grpc.max_connection_age_ms", 300_000),
         ("grpc.max_connection_age_grace_ms", 30_000),
     ]
-    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    chain = list(interceptors)
+    transport_limit = None
+    if max_concurrent_rpcs is not None:
+        chain.append(ConcurrencyLimitInterceptor(max_concurrent_rpcs))
+        transport_limit = max_concurrent_rpcs + _PROBE_HEADROOM_RPCS
+    server = grpc.aio.server(
+        interceptors=chain, options=options, maximum_concurrent_rpcs=transport_limit
+    )
     for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
@@ -214,30 +276,43 @@ async def serve_until_terminated(
     The signal handlers go in first, so a SIGTERM during a long start-up (loading a
     model, waiting for dependencies) still ends in a clean shutdown. Once `start_up`
     completes, one line `NAME listening on ADDRESS` goes to stdout for scripts and
-    supervisors (`imgsearch up`, tests). An error of `startup_errors` is logged and
-    gives exit status 1; `stop` always runs. Returns the exit status.
+    supervisors (`imgsearch up`, tests). An error of `startup_errors` is logged as
+    `cannot start: ...` and gives exit status 1; any other start-up error is logged
+    the same way with its traceback (a bug) and also gives 1. `stop` always runs,
+    whatever happened. Returns the exit status.
     """
     termination = asyncio.create_task(wait_for_termination_signal())
     starting = asyncio.ensure_future(start_up)
+    status = 0
     try:
         await asyncio.wait({termination, starting}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
-            try:
-                starting.result()
-            except startup_errors as error:
-                _log.error("cannot start: %s", error)
-                return 1
+            status = _start_up_status(starting, startup_errors)
+            if status != 0:
+                return status
             print(f"{name} listening on {address}", flush=True)
         received = await termination
         _log.info("received %s: draining", received.name)
     finally:
         for task in (starting, termination):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *startup_errors):
-                await task
+        # Outcomes are already reported above; here they are only collected.
+        await asyncio.gather(starting, termination, return_exceptions=True)
         await stop()
     _log.info("%s stopped", name)
-    return 0
+    return status
+
+
+def _start_up_status(starting: asyncio.Future[None], expected: tuple[type[Exception], ...]) -> int:
+    """0 when start-up succeeded; else log why it failed and return 1."""
+    error = starting.exception() if not starting.cancelled() else None
+    if error is None:
+        return 0
+    if isinstance(error, expected):
+        _log.error("cannot start: %s", error)
+    else:
+        _log.error("cannot start: unexpected %s", type(error).__name__, exc_info=error)
+    return 1
 
 
 async def drain_and_stop(
