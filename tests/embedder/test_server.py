@@ -91,10 +91,11 @@ BAD_REQUESTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "exceeds the limit of 40000000 pixels",
     ),
-    "too-many-images": ([b"x"] * 65, grpc.StatusCode.INVALID_ARGUMENT, "limit of 64"),
+    # Over a per-request limit: RESOURCE_EXHAUSTED, as embedder.proto promises.
+    "too-many-images": ([b"x"] * 65, grpc.StatusCode.RESOURCE_EXHAUSTED, "limit of 64"),
     "too-many-bytes": (
         [b"x" * (2900 * 1024)] * 3,  # over our 8 MiB limit, under gRPC's 9 MiB
-        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
         "limit of 8388608 bytes",
     ),
     "over-grpc-limit": (

@@ -7,6 +7,12 @@ waits here, as undecoded bytes, until its images fit in `limit` (a couple of
 batches); it is decoded only then. Waiting is first come, first served, bounded
 by `max_waiting` images (beyond it: RESOURCE_EXHAUSTED at once) and by the
 caller's deadline (DEADLINE_EXCEEDED).
+
+Memory is bounded by bytes, not only by counts: a request's encoded bytes stay
+in memory from its arrival until its answer, whether it waits or is being
+decoded, so the bytes of all pending requests together are bounded by
+`max_pending_bytes`; a request that would go beyond gets RESOURCE_EXHAUSTED at
+once (unless nothing else is pending: one request always fits).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from imgsearch.common.errors import DeadlineExceededError, ResourceExhaustedErro
 class Admission:
     """A FIFO gate counting images in flight; a request larger than `limit` goes alone."""
 
-    def __init__(self, limit: int, max_waiting: int) -> None:
+    def __init__(self, limit: int, max_waiting: int, max_pending_bytes: int | None = None) -> None:
         self.limit = limit
         self.max_waiting = max_waiting
+        self.max_pending_bytes = max_pending_bytes
         self.in_flight = 0
         self.waiting = 0
+        self.pending_bytes = 0  # encoded bytes of requests admitted or waiting
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def _fits(self, count: int) -> bool:
@@ -66,15 +74,30 @@ class Admission:
         finally:
             self.waiting -= count
 
+    def _reserve_bytes(self, nbytes: int) -> None:
+        limit = self.max_pending_bytes
+        if limit is not None and self.pending_bytes and self.pending_bytes + nbytes > limit:
+            raise ResourceExhaustedError(
+                f"embedder is holding {self.pending_bytes} bytes of pending images (limit"
+                f" {limit}); retry with backoff"
+            )
+        self.pending_bytes += nbytes
+
     @contextlib.asynccontextmanager
-    async def admit(self, count: int, deadline: float | None) -> AsyncIterator[None]:
-        """Hold room for `count` images for the body of the `async with`."""
-        timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+    async def admit(
+        self, count: int, deadline: float | None, nbytes: int = 0
+    ) -> AsyncIterator[None]:
+        """Hold room for `count` images (`nbytes` encoded) for the body of the `async with`."""
+        self._reserve_bytes(nbytes)
         try:
-            await asyncio.wait_for(self._acquire(count), timeout)
-        except TimeoutError:
-            raise DeadlineExceededError("deadline passed while waiting for the model") from None
-        try:
-            yield
+            timeout = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._acquire(count), timeout)
+            except TimeoutError:
+                raise DeadlineExceededError("deadline passed while waiting for the model") from None
+            try:
+                yield
+            finally:
+                self._release(count)
         finally:
-            self._release(count)
+            self.pending_bytes -= nbytes

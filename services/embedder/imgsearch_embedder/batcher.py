@@ -5,6 +5,10 @@ its own future. One consumer per device forms a batch of up to
 `max_batch_size` images, or whatever has arrived `max_delay` after the first
 one, drops images whose caller gave up (cancelled, or past its deadline), runs
 the batch function once in the model's thread, and resolves each future.
+
+Progress is observable: `stalled_for()` is how long work has been waiting with
+no forward pass finishing (0 when idle), which is what health reports on; a
+hung forward pass (a wedged GPU, a deadlocked kernel) shows there.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from imgsearch.common.errors import (
     DeadlineExceededError,
@@ -68,6 +72,11 @@ class BatcherMetrics:
             ["reason"],
             registry=registry,
         )
+        self.stalled = Gauge(
+            "embedder_stalled_seconds",
+            "How long images have waited with no forward pass finishing (0 when idle).",
+            registry=registry,
+        )
 
 
 @dataclass(eq=False)
@@ -107,6 +116,17 @@ class DynamicBatcher:
         self._consumer: asyncio.Task[None] | None = None
         self._closed = False
         self.forward_passes = 0
+        self._running = False  # a forward pass is in the model's thread
+        self._progress_at = time.monotonic()  # last pass finished, or work arrived when idle
+
+    def stalled_for(self) -> float:
+        """Seconds work has been waiting with no forward pass finishing; 0 when idle."""
+        if not self._running and self._queue.empty():
+            return 0.0
+        return time.monotonic() - self._progress_at
+
+    def _progressed(self) -> None:
+        self._progress_at = time.monotonic()
 
     def start(self) -> None:
         if self._consumer is None:
@@ -140,6 +160,8 @@ class DynamicBatcher:
                 "waiting); retry with backoff"
             )
         loop = asyncio.get_running_loop()
+        if not self._running and self._queue.empty():
+            self._progressed()  # idle until now: the wait starts here
         pending = [_Pending(image, loop.create_future(), deadline) for image in images]
         for item in pending:
             self._queue.put_nowait(item)
@@ -197,11 +219,22 @@ class DynamicBatcher:
             )
         return result
 
+    async def _forward(self, images: list[np.ndarray]) -> np.ndarray:
+        """One forward pass in the model's thread, tracked for `stalled_for`."""
+        self._running = True
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run, images
+            )
+        finally:
+            self._running = False
+            self._progressed()
+
     async def _consume(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             live = self._live(await self._next_batch())
             if not live:
+                self._progressed()  # every image of the batch was dropped
                 continue
             now = time.perf_counter()
             for item in live:
@@ -209,7 +242,7 @@ class DynamicBatcher:
             self._metrics.batch_size.observe(len(live))
             images = [item.image for item in live]
             try:
-                rows = await loop.run_in_executor(self._executor, self._run, images)
+                rows = await self._forward(images)
             except Exception as batch_error:  # noqa: BLE001 -- isolated per image below
                 _log.warning(
                     "batch of %d failed (%s); retrying images alone", len(live), batch_error
@@ -222,12 +255,11 @@ class DynamicBatcher:
                     item.future.set_result(row)
 
     async def _run_alone(self, items: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         for item in items:
             if item.future.done():
                 continue
             try:
-                row = (await loop.run_in_executor(self._executor, self._run, [item.image]))[0]
+                row = (await self._forward([item.image]))[0]
             except Exception as error:  # noqa: BLE001 -- this image's own failure
                 if not item.future.done():
                     item.future.set_exception(error)

@@ -3,12 +3,16 @@
 `EmbedderServer` is the factory tests use (port 0, in-process); `serve` is what
 `python -m imgsearch_embedder` runs. Order of start-up, so that probes always
 get an answer: gRPC server and health (NOT_SERVING) first, then the model is
-loaded and warmed in a worker thread, then SERVING.
+loaded and warmed in a worker thread, then SERVING. From then on a watchdog
+keeps health honest: NOT_SERVING while images wait with no forward pass
+finishing for `stall_timeout_s` (a hung model), SERVING again once passes
+complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,19 +26,16 @@ from imgsearch.common.grpc_runtime import (
     drain_and_stop,
     serve_until_terminated,
 )
+from imgsearch.common.imaging import PixelBudget
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
 from imgsearch.common.server_security import server_security
 from imgsearch.common.settings import ConfigurationError
+from imgsearch.common.resources import usable_cpu_count
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
-from imgsearch_embedder.model import (
-    EmbeddingModel,
-    ModelLoadError,
-    default_max_batch_size,
-    usable_cpu_count,
-)
+from imgsearch_embedder.model import EmbeddingModel, ModelLoadError, default_max_batch_size
 from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
 from imgsearch_embedder.service import EmbedderService, ModelRuntime
 from imgsearch_embedder.settings import EmbedderSettings
@@ -66,6 +67,8 @@ class EmbedderServer:
             input_size=settings.input_size,
             resize_size=settings.resize_size,
             max_image_pixels=settings.max_image_pixels,
+            max_aspect_ratio=settings.max_aspect_ratio,
+            budget=PixelBudget(settings.max_decoding_pixels),
         )
         self.servicer = EmbedderService(settings, self._preprocessor, self._decode_executor)
         self.server, self.port = create_grpc_server(
@@ -82,10 +85,12 @@ class EmbedderServer:
             ],
             max_receive_message_bytes=settings.max_request_bytes + _MESSAGE_OVERHEAD_BYTES,
             credentials=self.security.credentials,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.model: EmbeddingModel | None = None
         self.batcher: DynamicBatcher | None = None
         self.metrics_server: MetricsServer | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start answering gRPC (health NOT_SERVING) and serving /metrics."""
@@ -121,15 +126,40 @@ class EmbedderServer:
                 admission=Admission(
                     limit=self.settings.decode_ahead_batches * max_batch_size,
                     max_waiting=self.settings.queue_size,
+                    max_pending_bytes=self.settings.max_pending_bytes,
                 ),
                 max_batch_size=max_batch_size,
             )
         )
         await self.health.set_serving(True)
+        self._watchdog = asyncio.create_task(self._watch_progress(), name="embedder-watchdog")
         _log.info("embedder serving", extra={"port": self.port, "model": model.spec.name})
+
+    async def _watch_progress(self) -> None:
+        """NOT_SERVING while the batcher is stalled; SERVING again once it progresses."""
+        bound = self.settings.stall_timeout_s
+        interval = min(1.0, bound / 4)
+        assert self.batcher is not None
+        while True:
+            await asyncio.sleep(interval)
+            stalled_for = self.batcher.stalled_for()
+            self._batcher_metrics.stalled.set(stalled_for)
+            if stalled_for > bound and self.health.serving:
+                _log.error(
+                    "no forward pass finished for %.1f s with images waiting: NOT_SERVING",
+                    stalled_for,
+                )
+                await self.health.set_serving(False)
+            elif stalled_for <= bound and not self.health.serving:
+                _log.info("forward passes finish again: SERVING")
+                await self.health.set_serving(True)
 
     async def stop(self, drain_delay_s: float | None = None, grace_s: float | None = None) -> None:
         """NOT_SERVING, drain, let in-flight calls finish, then release everything."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
         await drain_and_stop(
             self.server,
             self.health,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from imgsearch.common.errors import InvalidArgumentError, UnavailableError
+from imgsearch.common.errors import InvalidArgumentError, RequestTooLargeError, UnavailableError
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import DynamicBatcher
@@ -51,32 +51,44 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             raise UnavailableError("embedder is still loading its model; retry shortly")
         return self._runtime
 
-    def _check_limits(self, request: embedder_pb2.EmbedRequest) -> None:
+    def _check_progress(self, runtime: ModelRuntime) -> None:
+        """UNAVAILABLE at once while the model is stuck, rather than a wait to the deadline."""
+        stalled_for = runtime.batcher.stalled_for()
+        if stalled_for > self._settings.stall_timeout_s:
+            raise UnavailableError(
+                f"embedder is not making progress (no forward pass finished for"
+                f" {stalled_for:.0f} s); retry on another replica"
+            )
+
+    def _check_limits(self, request: embedder_pb2.EmbedRequest) -> int:
+        """The request's encoded bytes, once its image count and bytes are within limits."""
         count = len(request.images)
         if count == 0:
             raise InvalidArgumentError("images: the request has no images")
         limit = self._settings.max_images_per_request
         if count > limit:
-            raise InvalidArgumentError(
+            raise RequestTooLargeError(
                 f"images: {count} images exceed the limit of {limit} per request; split the request"
             )
         total = sum(len(image) for image in request.images)
         if total > self._settings.max_request_bytes:
-            raise InvalidArgumentError(
+            raise RequestTooLargeError(
                 f"images: {total} bytes exceed the limit of {self._settings.max_request_bytes}"
                 " bytes per request; split the request"
             )
+        return total
 
     async def Embed(
         self, request: embedder_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedder_pb2.EmbedResponse:
         runtime = self._ready()
-        self._check_limits(request)
+        nbytes = self._check_limits(request)
+        self._check_progress(runtime)
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining()
         deadline = None if remaining is None else loop.time() + remaining
         # Decode only once the model is about to need the images (see admission.py).
-        async with runtime.admission.admit(len(request.images), deadline):
+        async with runtime.admission.admit(len(request.images), deadline, nbytes):
             decoded = await asyncio.gather(
                 *(
                     loop.run_in_executor(self._decode_executor, self._preprocessor, image, index)

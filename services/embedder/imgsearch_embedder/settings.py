@@ -29,6 +29,14 @@ class EmbedderSettings(ServerSettings):
         le=65535,
         description="Prometheus /metrics port; 0 picks a free port; unset disables it.",
     )
+    max_concurrent_rpcs: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Embed/GetModel calls in progress at once; beyond it RESOURCE_EXHAUSTED (health"
+            " checks exempt). Each holds up to max_request_bytes of request until answered."
+        ),
+    )
 
     # --- model
     model: str = Field(
@@ -103,6 +111,15 @@ class EmbedderSettings(ServerSettings):
         ),
     )
 
+    stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Health goes NOT_SERVING (and Embed calls get UNAVAILABLE) when images have waited"
+            " this long with no forward pass finishing: a hung model is not healthy."
+        ),
+    )
+
     # --- request limits
     max_images_per_request: int = Field(256, ge=1, description="Most images in one Embed call.")
     max_request_bytes: int = Field(
@@ -111,11 +128,40 @@ class EmbedderSettings(ServerSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height) accepted."
     )
+    max_aspect_ratio: float = Field(
+        8.0,
+        ge=1.0,
+        description=(
+            "Longer side / shorter side kept of an image: a more elongated one (a 1 x 8,400,000"
+            " strip) is centre-cropped to this ratio before it is resized, bounding the work."
+        ),
+    )
+    max_pending_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Encoded bytes of all requests waiting or being embedded; a request beyond it gets"
+            " RESOURCE_EXHAUSTED at once. At least max_request_bytes."
+        ),
+    )
+    max_decoding_pixels: int = Field(
+        40_000_000,
+        ge=1024,
+        description=(
+            "Pixels being decoded at once across the decode threads (an image larger than"
+            " this is decoded alone). Decoding takes up to ~16 bytes per pixel."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_sizes(self) -> EmbedderSettings:
         if self.resize_size < self.input_size:
             raise ValueError(
                 f"resize_size ({self.resize_size}) must be >= input_size ({self.input_size})"
+            )
+        if self.max_pending_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_pending_bytes ({self.max_pending_bytes}) must be >= max_request_bytes"
+                f" ({self.max_request_bytes}): a request that fits alone must be admitted"
             )
         return self

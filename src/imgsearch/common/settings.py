@@ -85,5 +85,13 @@ class ServerSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="Seconds in-flight RPCs get to finish during shutdown."
     )
+    max_concurrent_rpcs: int = Field(
+        128,
+        ge=1,
+        description=(
+            "Service calls in progress at once; beyond it RESOURCE_EXHAUSTED (health checks"
+            " exempt). Each holds its request message, so this bounds memory."
+        ),
+    )
     log_level: str = Field("INFO", description="Python log level.")
     log_json: bool = Field(True, description="Log JSON lines (false: plain text).")
