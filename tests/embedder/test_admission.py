@@ -91,3 +91,46 @@ async def test_cancelled_waiters_leave_the_line() -> None:
     assert log == ["holder", "patient"]
     assert gate.in_flight == 0
     assert gate.waiting == 0
+
+
+async def test_pending_bytes_are_bounded_and_one_request_always_fits() -> None:
+    gate = Admission(limit=100, max_waiting=100, max_pending_bytes=1000)
+    release = asyncio.Event()
+    log: list[str] = []
+    # Alone, a request over the byte budget is still admitted.
+    async with gate.admit(1, None, nbytes=5000):
+        assert gate.pending_bytes == 5000
+    holder = asyncio.ensure_future(_hold_bytes(gate, 600, log, release))
+    await asyncio.sleep(0.01)
+    with pytest.raises(ResourceExhaustedError, match="600 bytes of pending images"):
+        async with gate.admit(1, None, nbytes=500):
+            pass
+    assert gate.pending_bytes == 600  # the refused request left nothing behind
+    async with gate.admit(1, None, nbytes=400):
+        assert gate.pending_bytes == 1000
+    release.set()
+    await holder
+    assert gate.pending_bytes == 0
+
+
+async def test_bytes_of_waiting_requests_count_and_are_returned_on_deadline() -> None:
+    gate = Admission(limit=1, max_waiting=100, max_pending_bytes=1000)
+    release = asyncio.Event()
+    holder = asyncio.ensure_future(_hold_bytes(gate, 300, [], release))
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    waiter = asyncio.ensure_future(gate.admit(1, loop.time() + 0.05, nbytes=600).__aenter__())
+    await asyncio.sleep(0.01)
+    assert gate.pending_bytes == 900  # waiting, not admitted, but holding its bytes
+    with pytest.raises(DeadlineExceededError):
+        await waiter
+    assert gate.pending_bytes == 300
+    release.set()
+    await holder
+    assert gate.pending_bytes == 0
+
+
+async def _hold_bytes(gate: Admission, nbytes: int, log: list[str], release: asyncio.Event):
+    async with gate.admit(1, None, nbytes=nbytes):
+        log.append(str(nbytes))
+        await release.wait()

@@ -136,3 +136,21 @@ async def test_expired_and_cancelled_images_skip_the_forward_pass(make_batcher):
     live = await batcher.submit([image(3)], None)
     assert float(live[0][0]) == 3
     assert recorder.batches == [1, 1]  # image 0 and image 3 only
+
+
+async def test_stalled_for_counts_only_while_work_waits_on_a_pass_that_does_not_finish(
+    make_batcher,
+) -> None:
+    recorder = Recorder()
+    batcher = make_batcher(recorder)
+    assert batcher.stalled_for() == 0.0  # idle
+    await batcher.submit([np.array([1.0])], None)
+    await asyncio.sleep(0.05)
+    assert batcher.stalled_for() == 0.0  # idle again after progress
+    recorder.gate.clear()  # the next forward pass hangs
+    stuck = asyncio.ensure_future(batcher.submit([np.array([2.0])], None))
+    await asyncio.sleep(0.3)
+    assert batcher.stalled_for() >= 0.25
+    recorder.gate.set()
+    await stuck
+    assert batcher.stalled_for() == 0.0

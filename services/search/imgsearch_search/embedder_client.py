@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgsearch.common.errors import (
     DeadlineExceededError,
@@ -46,6 +47,7 @@ from imgsearch_search.outbound import EmbedderChannelSecurity
 # which means nothing to our caller; the caller prefixes its own name instead.
 _EMBEDDER_INDEX_RE = re.compile(r"^images\[\d+\]:?\s*")
 _RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+_EMBEDDER_SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 _FIRST_BACKOFF_S = 0.1
 
 
@@ -207,6 +209,25 @@ class EmbedderClient:
             max_request_bytes=max(1, reply.max_request_bytes),
         )
         return self.info
+
+    async def check_health(self, deadline: Deadline) -> None:
+        """Raise UnavailableError unless the Embedder's health service says SERVING.
+
+        The Embedder's health follows its batches' progress (a hung model is
+        NOT_SERVING), which GetModel, answered from memory, does not show.
+        """
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        request = health_pb2.HealthCheckRequest(service=_EMBEDDER_SERVICE)
+        try:
+            reply = await stub.Check(request, timeout=deadline.timeout(), metadata=_metadata())
+        except grpc.aio.AioRpcError as error:
+            raise UnavailableError(
+                f"the Embedder at {self.address} does not answer health checks:"
+                f" {error.code().name}: {error.details()}"
+            ) from None
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            raise UnavailableError(f"the Embedder at {self.address} reports {status}")
 
     def _require_info(self) -> ModelInfo:
         if self.info is None:

@@ -165,7 +165,9 @@ class SearchServer:
             await asyncio.sleep(interval)
             started = time.monotonic()
             try:
-                await self.embedder.get_model(Deadline(probe_timeout_s))
+                # Its health check, not GetModel: that is answered from memory
+                # even while the model is hung.
+                await self.embedder.check_health(Deadline(probe_timeout_s))
                 await self.store.ping(probe_timeout_s)
             except Exception as error:  # noqa: BLE001 -- the monitor must outlive any failure
                 reason = error.message if isinstance(error, ImgsearchError) else repr(error)
