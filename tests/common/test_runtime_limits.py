@@ -172,3 +172,17 @@ def test_cgroup_cpu_quota_is_read_from_v2_or_v1(tmp_path: Path, files, quota) ->
     own = "/kubepods/pod1" if any(name.startswith("kubepods") for name in files) else "/"
     proc.write_text(f"0::{own}\n4:cpu,cpuacct:/\n")
     assert cgroup_cpu_quota(root=tmp_path, proc_cgroup=proc) == quota
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x80\x80\x80\x80\x10"],
+    ids=["tag", "short", "len"],
+)
+async def test_a_malformed_request_message_is_invalid_argument(limited_server, raw: bytes) -> None:
+    _, channel = limited_server
+    call = channel.unary_unary("/imgsearch.v1.Embedder/Embed")  # raw bytes, no serializer
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(raw, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid message" in (info.value.details() or "")

@@ -23,7 +23,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from imgsearch.common.errors import ImgsearchError, ResourceExhaustedError, status_for
+from imgsearch.common.errors import (
+    ImgsearchError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    status_for,
+)
 from imgsearch.common.logs import request_id_var
 from imgsearch.common.metrics import RpcMetrics
 
@@ -57,16 +62,17 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         incoming = dict(handler_call_details.invocation_metadata or ())
         behaviour = handler.unary_unary
+        deserialize = handler.request_deserializer
         metrics = self._metrics
 
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def observed(raw: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = str(incoming.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
             token = request_id_var.set(request_id)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await behaviour(request, context)
+                return await behaviour(_parse_request(deserialize, raw), context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -94,11 +100,21 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 )
                 request_id_var.reset(token)
 
+        # The request is parsed in `observed`, so a malformed message is
+        # INVALID_ARGUMENT rather than gRPC's own UNKNOWN.
         return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            observed, request_deserializer=None, response_serializer=handler.response_serializer
         )
+
+
+def _parse_request(deserialize: Callable[[bytes], Any] | None, raw: Any) -> Any:
+    """The request message from its wire bytes; InvalidArgumentError if they do not parse."""
+    if deserialize is None:
+        return raw
+    try:
+        return deserialize(raw)
+    except Exception as exc:  # noqa: BLE001 -- protobuf raises DecodeError and others
+        raise InvalidArgumentError(f"the request is not a valid message: {exc}") from None
 
 
 class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
