@@ -14,8 +14,9 @@ PROTO_OUT := src
 PROTOS := $(wildcard $(PROTO_DIR)/imgsearch/v1/*.proto)
 PYTEST_ARGS ?=
 SOAK_SECONDS ?= 600
+FUZZ_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast demo bench bench-embedder bench-search soak images up clean
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search soak images up clean
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -61,6 +62,10 @@ test: setup check-proto ## Run the whole test suite (real Redis, Milvus, gRPC an
 
 test-secure-standalone: setup ## `imgsearch up --secure` with the real Milvus standalone (TLS, password): minutes
 	IMGSEARCH_TEST_SECURE_STANDALONE=1 $(PY) -m pytest -q tests/security/test_secure_standalone.py
+
+fuzz: setup ## Coverage-guided fuzzing (atheris) of decoding and of Embed requests, FUZZ_SECONDS each
+	$(PY) -m fuzz.decode -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+	$(PY) -m fuzz.embed -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
 demo: setup ## Start the local stack, ingest sample photos, run example queries, write demo/results.html
 	$(PY) -m imgsearch.demo

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzers (atheris / libFuzzer) of the Embedder's input paths: `make fuzz`."""
