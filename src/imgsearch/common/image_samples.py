@@ -21,6 +21,7 @@ channels) are read with tifffile (uncompressed, Deflate or LZMA).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -30,16 +31,35 @@ WHITE = (255, 255, 255)
 
 def composite_on_white(image: Image.Image) -> Image.Image:
     """An image with alpha (RGBA, LA, PA, RGBa, La) flattened onto white, as RGB."""
-    rgba = image.convert("RGBA")
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     background = Image.new("RGB", rgba.size, WHITE)
     background.paste(rgba, (0, 0), rgba)
     return background
 
 
+# Samples are converted this many rows at a time, so the float working copy
+# stays small whatever the image's size (a full copy would take 4 bytes a sample).
+_CHUNK_ROWS = 256
+
+
+def _chunks(values: np.ndarray) -> Iterator[slice]:
+    for start in range(0, values.shape[0], _CHUNK_ROWS):
+        yield slice(start, start + _CHUNK_ROWS)
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest finite sample (low > high when there is none)."""
+    low, high = np.inf, -np.inf
+    for rows in _chunks(values):
+        chunk = values[rows]
+        finite = np.isfinite(chunk)
+        low = min(low, float(np.fmin.reduce(chunk, axis=None, initial=np.inf, where=finite)))
+        high = max(high, float(np.fmax.reduce(chunk, axis=None, initial=-np.inf, where=finite)))
+    return low, high
+
+
 def _range_of_floats(values: np.ndarray) -> tuple[float, float]:
-    finite_low = np.fmin.reduce(values, axis=None, initial=np.inf, where=np.isfinite(values))
-    finite_high = np.fmax.reduce(values, axis=None, initial=-np.inf, where=np.isfinite(values))
-    low, high = float(finite_low), float(finite_high)
+    low, high = _finite_range(values)
     if low > high:  # no finite value at all
         return 0.0, 1.0
     if low >= 0.0 and high <= 1.0:
@@ -72,20 +92,25 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
         low, high = _range_of_integers(values)
     else:
         raise ValueError(f"unsupported sample type {values.dtype}")
-    work = values.astype(np.float32)  # one working copy, then in place
-    np.subtract(work, np.float32(low), out=work)
-    np.multiply(work, np.float32(255.0 / ((high - low) or 1.0)), out=work)
-    np.nan_to_num(work, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-    np.clip(work, 0.0, 255.0, out=work)
-    np.rint(work, out=work)
-    return work.astype(np.uint8)
+    scale = np.float32(255.0 / ((high - low) or 1.0))
+    out = np.empty(values.shape, dtype=np.uint8)
+    for rows in _chunks(values):
+        work = values[rows].astype(np.float32)  # a small working copy, then in place
+        np.subtract(work, np.float32(low), out=work)
+        np.multiply(work, scale, out=work)
+        np.nan_to_num(work, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(work, 0.0, 255.0, out=work)
+        np.rint(work, out=work)
+        out[rows] = work
+    return out
 
 
 def _alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:
+    """Alpha as uint8: floats by the 0..1 convention (else their maximum), NaN opaque."""
     if alpha.dtype.kind == "f":
-        high = float(np.fmax.reduce(alpha, axis=None, initial=0.0, where=np.isfinite(alpha)))
-        scale = 255.0 if high <= 1.0 else 255.0 / high
-        return np.clip(np.nan_to_num(alpha * scale, nan=255.0), 0, 255).astype(np.uint8)
+        high = max(_finite_range(alpha)[1], 1.0)
+        opaque = np.where(np.isnan(alpha), np.float32(high), alpha)
+        return to_uint8(np.clip(opaque, 0.0, high) * np.float32(1.0 / high))
     return to_uint8(alpha)
 
 
@@ -109,7 +134,7 @@ def samples_to_rgb(samples: np.ndarray, min_is_white: bool = False) -> Image.Ima
         gray = to_uint8(samples[:, :, 0])
         alpha = _alpha_to_uint8(samples[:, :, 1])
         return composite_on_white(Image.fromarray(np.dstack((gray, alpha)), mode="LA"))
-    rgb = to_uint8(np.ascontiguousarray(samples[:, :, :3]))
+    rgb = to_uint8(samples[:, :, :3])
     if channels == 4:
         alpha = _alpha_to_uint8(samples[:, :, 3])
         return composite_on_white(Image.fromarray(np.dstack((rgb, alpha)), mode="RGBA"))
