@@ -75,7 +75,7 @@ def _high_range() -> dict[str, bytes]:
 
 
 def _strips() -> dict[str, bytes]:
-    return {name: odd_images.strip(name) for name in odd_images.STRIP_FAMILY}
+    return {name: odd_images.strip_image(name) for name in odd_images.STRIP_FAMILY}
 
 
 def decode_seeds(max_len: int = MAX_LEN) -> dict[str, bytes]:

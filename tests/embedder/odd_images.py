@@ -168,7 +168,7 @@ STRIP_FAMILY: dict[str, tuple[str, tuple[int, int]]] = {
 }
 
 
-def strip(name: str) -> bytes:
+def strip_image(name: str) -> bytes:
     fmt, (height, width) = STRIP_FAMILY[name]
     mode = "RGBA" if name.endswith("rgba") else "L"
     ramp = (np.arange(height * width, dtype=np.uint32) % 251).astype(np.uint8)

@@ -90,11 +90,11 @@ def test_extreme_aspect_ratios_are_cropped_to_the_stated_ratio_before_any_resize
         return PRE._resize_and_crop(image)
 
     limits = DecodeLimits(40_000_000, draft_size=256, max_aspect_ratio=8.0)
-    result = decode_then(odd_images.strip(case), "images[0]", limits, finish)
+    result = decode_then(odd_images.strip_image(case), "images[0]", limits, finish)
     assert result.shape == (224, 224, 3)
     ((width, height),) = seen
     assert max(width, height) <= 8 * min(width, height)
-    assert PRE(odd_images.strip(case), 0).shape == (224, 224, 3)
+    assert PRE(odd_images.strip_image(case), 0).shape == (224, 224, 3)
 
 
 def test_the_aspect_crop_keeps_the_centre() -> None:

@@ -29,9 +29,9 @@ from imgsearch.common.grpc_runtime import (
 from imgsearch.common.imaging import PixelBudget
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import MetricsServer, RpcMetrics, start_metrics_server
+from imgsearch.common.resources import limit_allocator_retention, rss_bytes, usable_cpu_count
 from imgsearch.common.server_security import server_security
 from imgsearch.common.settings import ConfigurationError
-from imgsearch.common.resources import usable_cpu_count
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.admission import Admission
 from imgsearch_embedder.batcher import BatcherMetrics, DynamicBatcher
@@ -133,7 +133,15 @@ class EmbedderServer:
         )
         await self.health.set_serving(True)
         self._watchdog = asyncio.create_task(self._watch_progress(), name="embedder-watchdog")
-        _log.info("embedder serving", extra={"port": self.port, "model": model.spec.name})
+        _log.info(
+            "embedder serving",
+            extra={
+                "port": self.port,
+                "model": model.spec.name,
+                "rss_mb": rss_bytes() // 2**20,
+                "memory_bound_above_rss_mb": self.settings.memory_bound_above_base() // 2**20,
+            },
+        )
 
     async def _watch_progress(self) -> None:
         """NOT_SERVING while the batcher is stalled; SERVING again once it progresses."""
@@ -204,4 +212,5 @@ def main(argv: list[str] | None = None) -> None:
         _cli_kebab_case=True,
     )
     configure_logging(settings.log_level, settings.log_json)
+    limit_allocator_retention()  # before any thread or large buffer exists
     raise SystemExit(asyncio.run(serve(settings)))

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from imgsearch.common.grpc_runtime import PROBE_HEADROOM_RPCS
 from imgsearch.common.settings import ServerSettings
 
 
@@ -30,11 +31,12 @@ class EmbedderSettings(ServerSettings):
         description="Prometheus /metrics port; 0 picks a free port; unset disables it.",
     )
     max_concurrent_rpcs: int = Field(
-        64,
+        16,
         ge=1,
         description=(
             "Embed/GetModel calls in progress at once; beyond it RESOURCE_EXHAUSTED (health"
-            " checks exempt). Each holds up to max_request_bytes of request until answered."
+            " checks exempt). Each may hold max_request_bytes: see the memory bound in"
+            " docs/embedder.md."
         ),
     )
 
@@ -123,7 +125,12 @@ class EmbedderSettings(ServerSettings):
     # --- request limits
     max_images_per_request: int = Field(256, ge=1, description="Most images in one Embed call.")
     max_request_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Most encoded bytes in one Embed call."
+        32 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Most encoded bytes in one Embed call (so also the largest image). Search packs its"
+            " calls within it; it weighs most in the memory bound."
+        ),
     )
     max_image_pixels: int = Field(
         40_000_000, ge=1024, description="Largest decoded image (width x height) accepted."
@@ -152,6 +159,26 @@ class EmbedderSettings(ServerSettings):
             " this is decoded alone). Decoding takes up to ~16 bytes per pixel."
         ),
     )
+
+    def memory_bound_above_base(self) -> int:
+        """Most bytes of host memory that requests can add to the loaded, warmed-up process.
+
+        The sum of three terms (docs/embedder.md, "Memory bound"); the base (model,
+        runtime, one warm-up batch) is measured, not computed:
+        - request messages: gRPC admits at most max_concurrent_rpcs + 4 calls (the
+          4 for probes), each holding its message up to 4 times over (gRPC's
+          buffer, the bytes, the parsed message, an image handed to decoding);
+        - decoding: 16 bytes per pixel (measured: at most ~14, for float TIFFs)
+          of max_decoding_pixels, or of one image alone up to max_image_pixels;
+        - decoded model inputs (input_size² x 3 bytes) between decoding and their
+          result: one request's worth plus the batches decoded ahead.
+        """
+        rpcs = self.max_concurrent_rpcs + PROBE_HEADROOM_RPCS
+        requests = 4 * rpcs * self.max_request_bytes
+        decoding = 16 * max(self.max_decoding_pixels, self.max_image_pixels)
+        batch = self.max_batch_size or 64
+        inputs = self.max_images_per_request + self.decode_ahead_batches * batch
+        return requests + decoding + inputs * self.input_size**2 * 3
 
     @model_validator(mode="after")
     def _check_sizes(self) -> EmbedderSettings:

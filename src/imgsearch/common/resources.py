@@ -9,6 +9,7 @@ throttled and hold 32 times the memory they should.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from pathlib import Path
@@ -120,3 +121,27 @@ def _status_kib(pid: int | str, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+# glibc mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
+
+def limit_allocator_retention(mmap_threshold: int = 128 * 1024, arenas: int = 2) -> bool:
+    """Make glibc return large freed blocks to the system; call once at process start.
+
+    By default glibc raises its mmap threshold each time a large block is freed
+    (up to 32 MB), after which request-sized buffers (image bytes, decoded
+    pixels) come from the heap and stay in the process once freed, and every
+    thread gets its own arena. Measured on the Embedder under a flood of 7 MiB
+    requests: peak RSS 1.65 GB by default, 1.30-1.35 GB with a fixed 128 KiB
+    threshold and 2 arenas. Returns False where glibc is not the allocator.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(_M_ARENA_MAX, arenas)
+        )
+    except (OSError, AttributeError):
+        return False
