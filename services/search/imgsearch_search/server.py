@@ -92,6 +92,7 @@ class SearchServer:
             ],
             max_receive_message_bytes=settings.max_message_bytes,
             credentials=self.security.credentials,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.metrics_server: MetricsServer | None = None
         self._monitor: asyncio.Task[None] | None = None
