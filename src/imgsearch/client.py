@@ -69,13 +69,13 @@ RETRY_BACKOFF_MULTIPLIER = 2
 def retryable_codes() -> list[str]:
     """Status codes gRPC retries: those of the taxonomy's errors marked `retriable`.
 
-    A code is retried only when every error class that produces it is
-    retriable, so a request that can never succeed is not sent again.
+    A code shared with an error that is not retriable (RESOURCE_EXHAUSTED: a
+    full queue, but also a request over a size limit) is still listed: the
+    server sends such errors with a negative retry pushback
+    (`imgsearch.common.errors.retry_metadata`), which stops gRPC's retries, so
+    a request that can never succeed is not sent again.
     """
-    classes = _error_classes()
-    codes = {cls.code for cls in classes if cls.retriable}
-    codes -= {cls.code for cls in classes if not cls.retriable}
-    return sorted(code.name for code in codes)
+    return sorted({cls.code.name for cls in _error_classes() if cls.retriable})
 
 
 def _error_classes() -> list[type[errors.ImgsearchError]]:

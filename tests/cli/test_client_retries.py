@@ -12,6 +12,7 @@ Two layers:
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from collections.abc import Callable, Iterator
@@ -23,10 +24,13 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
 import imgsearch.client as client_module
 from imgsearch.client import Client, ItemInput, retryable_codes
 from imgsearch.common import errors
+from imgsearch.common.grpc_runtime import ObservabilityInterceptor
+from imgsearch.common.metrics import RpcMetrics
 from imgsearch.v1 import search_pb2
 from tests.cli.conftest import run_cli
 from tests.fixtures.relay import TcpRelay
@@ -101,6 +105,51 @@ def test_retried_codes_are_the_taxonomys_retriable_ones() -> None:
     assert retryable_codes() == ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]
     for cls in (errors.UnavailableError, errors.ResourceExhaustedError):
         assert cls.retriable
+    assert not errors.RequestTooLargeError.retriable
+
+
+@pytest.mark.parametrize(
+    ("raised", "attempts"),
+    [
+        (errors.ResourceExhaustedError("queue full"), 3),
+        (errors.UnavailableError("dependency down"), 3),
+        (errors.RequestTooLargeError("over the size limit"), 1),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else str(value),
+)
+async def test_the_retriable_flag_decides_through_our_interceptor(
+    raised: errors.ImgsearchError, attempts: int
+) -> None:
+    """A real grpc.aio server with our interceptor: an error that is not retriable
+    (RequestTooLargeError shares RESOURCE_EXHAUSTED with a full queue) is sent with
+    a negative retry pushback, so the client's retry policy does not send it again."""
+    seen: list[str] = []
+
+    async def fail(request: search_pb2.GetRequest, context: grpc.aio.ServicerContext) -> None:
+        seen.append("Get")
+        raise raised
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        fail,
+        request_deserializer=search_pb2.GetRequest.FromString,
+        response_serializer=search_pb2.GetResponse.SerializeToString,
+    )
+    interceptor = ObservabilityInterceptor(RpcMetrics(CollectorRegistry()))
+    server = grpc.aio.server(interceptors=[interceptor])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("imgsearch.v1.Search", {"Get": handler})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        with (
+            Client(f"127.0.0.1:{port}", timeout=10) as client,
+            pytest.raises(errors.ImgsearchError, match=raised.message),
+        ):
+            await asyncio.to_thread(client.get, ["x"])
+    finally:
+        await server.stop(grace=None)
+    assert seen == ["Get"] * attempts
 
 
 @pytest.mark.parametrize(

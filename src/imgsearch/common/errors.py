@@ -102,6 +102,24 @@ class CancelledError(ImgsearchError):
     code = grpc.StatusCode.CANCELLED
 
 
+# gRPC's retry protocol (gRFC A6): a server-sent negative pushback tells the
+# client's retry policy not to retry this call, whatever its status code.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def retry_metadata(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata that stops gRPC's automatic retries of an error that is not retriable.
+
+    Retry policies can only name status codes, and a code such as
+    RESOURCE_EXHAUSTED covers both a full queue (retriable) and a request over
+    a size limit (never). The `retriable` flag decides: a failure that must not
+    be retried carries `grpc-retry-pushback-ms: -1`.
+    """
+    if isinstance(exc, ImgsearchError) and exc.retriable:
+        return ()
+    return ((RETRY_PUSHBACK_KEY, "-1"),)
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """Return the gRPC status code and message that `exc` should produce."""
     if isinstance(exc, ImgsearchError):

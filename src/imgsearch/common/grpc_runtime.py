@@ -27,6 +27,7 @@ from imgsearch.common.errors import (
     ImgsearchError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    retry_metadata,
     status_for,
 )
 from imgsearch.common.logs import request_id_var
@@ -85,7 +86,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 code, message = status_for(exc)
                 if not isinstance(exc, ImgsearchError):  # INTERNAL, or MemoryError
                     _log.exception("unhandled error in %s", method)
-                await context.abort(code, message)
+                trailers = ((REQUEST_ID_HEADER, request_id), *retry_metadata(exc))
+                await context.abort(code, message, trailing_metadata=trailers)
             finally:
                 elapsed = time.perf_counter() - started
                 metrics.requests.labels(method, code.name).inc()
