@@ -1,7 +1,15 @@
 """The CNN behind the Embedder: loading real weights, and turning image batches into descriptors.
 
 The descriptor of an image is the global pooling (average or GeM) of the model's
-last feature map, L2-normalised: 1280 floats for the default EfficientNet-Lite0.
+last feature map, optionally power-normalised, L2-normalised, then optionally
+projected by a fitted whitening (`projection.py`) to fewer dimensions and
+L2-normalised again.
+
+Every input that shapes the vector (the weights file's digest, the input
+geometry and normalisation, pooling, power, the projection's digest, the
+dimension) is written into a canonical JSON document, `descriptor`, whose
+SHA-256 is the model's `fingerprint`: two Embedders with the same fingerprint
+produce comparable vectors, and any change to those inputs changes it.
 
 Weights are never downloaded and never random: a model whose weights cannot be
 found, or whose tensors do not match the architecture, stops start-up with a
@@ -10,6 +18,8 @@ found, or whose tensors do not match the architecture, stops start-up with a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgsearch.common.resources import usable_cpu_count
+from imgsearch_embedder.projection import (
+    BUILTIN_PROJECTION,
+    Projection,
+    ProjectionError,
+    load_projection,
+)
 from imgsearch_embedder.settings import EmbedderSettings
 
 _log = logging.getLogger(__name__)
@@ -36,6 +52,8 @@ TF_LITE_MEAN = (0.5, 0.5, 0.5)
 TF_LITE_STD = (0.5, 0.5, 0.5)
 
 DEFAULT_MODEL = "efficientnet_lite0"
+# Bump when the meaning of the descriptor document changes (new fields, new code paths).
+FINGERPRINT_VERSION = 1
 
 
 class ModelLoadError(RuntimeError):
@@ -46,11 +64,27 @@ class ModelLoadError(RuntimeError):
 class ModelSpec:
     """What the rest of the service needs to know about the loaded model."""
 
-    name: str  # identifier returned to clients, e.g. "efficientnet_lite0-avg"
-    dimension: int
+    name: str  # identifier returned to clients, e.g. "efficientnet_lite0-gem"
+    dimension: int  # of the trunk's pooled features (before any projection)
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    weights_sha256: str = ""  # digest of the weights file the trunk was loaded from
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (weights files are tens of megabytes: about 0.1 s)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def descriptor_fingerprint(descriptor: dict[str, object]) -> str:
+    """SHA-256 (hex) of the canonical JSON of `descriptor`."""
+    canonical = json.dumps(descriptor, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -162,6 +196,7 @@ def _build_timm(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module | None
         load_by_order(model, _load_state_dict(weights), f"efficientnet-lite0 weights {weights}")
         mean, std = TF_LITE_MEAN, TF_LITE_STD
     else:
+        weights = settings.weights
         if settings.weights is None:
             raise ModelLoadError(
                 f"model {name!r} needs local weights: set EMBEDDER_WEIGHTS to its state dict "
@@ -181,6 +216,7 @@ def _build_timm(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module | None
         input_size=settings.input_size,
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]
+        weights_sha256=file_sha256(weights),
     )
     return _TimmTrunk(model), model, spec
 
@@ -219,7 +255,12 @@ def _build_torchvision(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module
             wrapped(torch.zeros(1, 3, settings.input_size, settings.input_size)).shape[1]
         )
     spec = ModelSpec(
-        f"{name}-{settings.pooling}", dimension, settings.input_size, IMAGENET_MEAN, IMAGENET_STD
+        f"{name}-{settings.pooling}",
+        dimension,
+        settings.input_size,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        file_sha256(settings.weights),
     )
     return wrapped, model, spec
 
@@ -248,6 +289,7 @@ def _build_torchscript(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module
         settings.input_size,
         IMAGENET_MEAN,
         IMAGENET_STD,
+        file_sha256(settings.weights),
     )
     return module, None, spec
 
@@ -298,6 +340,80 @@ def _freeze_for_cpu(trunk: nn.Module, input_size: int) -> nn.Module:
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
 
+def _resolve_projection(settings: EmbedderSettings, spec: ModelSpec) -> Projection | None:
+    """The projection to apply: none, the built-in one (default model only), or a file."""
+    choice = settings.projection
+    if choice == "none" or (choice == "builtin" and settings.model != DEFAULT_MODEL):
+        return None
+    path = BUILTIN_PROJECTION if choice == "builtin" else Path(choice)
+    try:
+        projection = load_projection(path)
+    except ProjectionError as exc:
+        raise ModelLoadError(f"{exc}; set EMBEDDER_PROJECTION=none to run without one") from None
+    if projection.input_dimension != spec.dimension:
+        raise ModelLoadError(
+            f"projection {path} takes {projection.input_dimension}-d descriptors but the model"
+            f" gives {spec.dimension}-d ones; set EMBEDDER_PROJECTION=none or fit one for it"
+        )
+    return projection
+
+
+def _output_dimension(
+    settings: EmbedderSettings, spec: ModelSpec, projection: Projection | None
+) -> int:
+    available = projection.max_dimension if projection is not None else spec.dimension
+    wanted = settings.dimension or available
+    if projection is None and settings.dimension not in (None, spec.dimension):
+        raise ModelLoadError(
+            f"dimension {settings.dimension} needs a projection (the model gives"
+            f" {spec.dimension}-d descriptors); set EMBEDDER_PROJECTION"
+        )
+    if wanted > available:
+        raise ModelLoadError(f"dimension {wanted} exceeds the projection's {available} dimensions")
+    return wanted
+
+
+def fitted_for(settings: EmbedderSettings, spec: ModelSpec) -> dict[str, object]:
+    """The settings a projection must have been fitted for (see projection.MATCHED_KEYS)."""
+    return {
+        "model": settings.model,
+        "weights_sha256": spec.weights_sha256,
+        "crop": settings.crop,
+        "input_size": spec.input_size,
+        "trim_borders": settings.trim_borders,
+        "pooling": settings.pooling,
+        "gem_p": settings.gem_p if settings.pooling == "gem" else None,
+        "power": settings.power,
+    }
+
+
+def describe_descriptor(
+    settings: EmbedderSettings, spec: ModelSpec, projection: Projection | None, dimension: int
+) -> dict[str, object]:
+    """Everything that shapes the vector, as a JSON-able document (the fingerprint's input)."""
+    return {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        **fitted_for(settings, spec),
+        "resize_size": settings.resize_size if settings.crop == "centre" else None,
+        "resample": "bicubic",
+        "mean": [round(float(v), 6) for v in spec.mean],
+        "std": [round(float(v), 6) for v in spec.std],
+        "trunk_dimension": spec.dimension,
+        "projection_sha256": projection.sha256 if projection is not None else None,
+        "dimension": dimension,
+    }
+
+
+def _display_name(
+    spec: ModelSpec, settings: EmbedderSettings, projection: Projection | None, dimension: int
+) -> str:
+    """A readable model name, e.g. "efficientnet_lite0-gem-lw256" (the fingerprint identifies)."""
+    if projection is None:
+        return spec.name
+    method = str(projection.meta.get("method", "proj"))
+    return f"{spec.name}-{method}{dimension}"
+
+
 def gem_pool(features: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
     """Generalised-mean pooling (Radenović et al.): (mean(x^p))^(1/p) over space."""
     return features.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
@@ -336,9 +452,34 @@ class EmbeddingModel:
         self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).reshape(shape).to(self.device)
         self._shift = (-torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).reshape(shape)
         self._shift = self._shift.to(self.device)
+        self.power = settings.power
+        self.projection = _resolve_projection(settings, self.spec)
+        self.dimension = _output_dimension(settings, self.spec, self.projection)
+        self._projection_mean: torch.Tensor | None = None
+        self._projection_matrix: torch.Tensor | None = None
+        if self.projection is not None:
+            try:
+                self.projection.check_fits(fitted_for(settings, self.spec))
+            except ProjectionError as exc:
+                raise ModelLoadError(
+                    f"{exc}; set EMBEDDER_PROJECTION=none, or fit a projection for these"
+                    " settings (`make whitening`)"
+                ) from None
+            self._projection_mean = torch.from_numpy(self.projection.mean).to(self.device)
+            matrix = self.projection.matrix[:, : self.dimension]
+            self._projection_matrix = torch.from_numpy(np.ascontiguousarray(matrix)).to(self.device)
+        self.descriptor = describe_descriptor(settings, self.spec, self.projection, self.dimension)
+        self.fingerprint = descriptor_fingerprint(self.descriptor)
+        self.name = _display_name(self.spec, settings, self.projection, self.dimension)
         _log.info(
             "model loaded",
-            extra={"model": self.spec.name, "device": str(self.device), "dtype": str(self.dtype)},
+            extra={
+                "model": self.name,
+                "fingerprint": self.fingerprint,
+                "dimension": self.dimension,
+                "device": str(self.device),
+                "dtype": str(self.dtype),
+            },
         )
 
     @property
@@ -370,16 +511,30 @@ class EmbeddingModel:
         """
         with torch.inference_mode(), self._autocast():
             features = self.trunk(self._to_input(images))
-            if features.ndim == 4:
-                features = features.float()
-                if self.pooling == "gem":
-                    pooled = gem_pool(features, self.gem_p)
-                else:
-                    pooled = features.mean(dim=(2, 3))
+        with torch.inference_mode():
+            return self.describe(features.float()).cpu().numpy()
+
+    def describe(self, features: torch.Tensor) -> torch.Tensor:
+        """Feature maps (N, C, h, w) or pooled features (N, C) -> unit descriptors (N, dimension).
+
+        Pooling, signed power normalisation, L2, then the projection (centre,
+        project, L2) when there is one.
+        """
+        if features.ndim == 4:
+            if self.pooling == "gem":
+                pooled = gem_pool(features, self.gem_p)
             else:
-                pooled = features.float()
-            vectors = F.normalize(pooled, dim=1)
-        return vectors.cpu().numpy()
+                pooled = features.mean(dim=(2, 3))
+        else:
+            pooled = features
+        if self.power != 1.0:
+            pooled = pooled.sign() * pooled.abs().pow(self.power)
+        vectors = F.normalize(pooled, dim=1)
+        if self._projection_matrix is not None and self._projection_mean is not None:
+            vectors = F.normalize(
+                (vectors - self._projection_mean) @ self._projection_matrix, dim=1
+            )
+        return vectors
 
     def classify(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities of the full classifier (for checking the weights are real)."""

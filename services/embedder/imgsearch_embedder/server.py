@@ -69,6 +69,8 @@ class EmbedderServer:
             max_image_pixels=settings.max_image_pixels,
             max_aspect_ratio=settings.max_aspect_ratio,
             budget=PixelBudget(settings.max_decoding_pixels),
+            crop=settings.crop,
+            trim_borders=settings.trim_borders,
         )
         self.servicer = EmbedderService(settings, self._preprocessor, self._decode_executor)
         self.server, self.port = create_grpc_server(
@@ -137,7 +139,8 @@ class EmbedderServer:
             "embedder serving",
             extra={
                 "port": self.port,
-                "model": model.spec.name,
+                "model": model.name,
+                "fingerprint": model.fingerprint,
                 "rss_mb": rss_bytes() // 2**20,
                 "memory_bound_above_rss_mb": self.settings.memory_bound_above_base() // 2**20,
             },

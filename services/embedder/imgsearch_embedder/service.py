@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -98,7 +99,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             vectors = await runtime.batcher.submit(decoded, deadline)
         return embedder_pb2.EmbedResponse(
             embeddings=[embedder_pb2.Embedding(vector=row.tolist()) for row in vectors],
-            model=runtime.model.spec.name,
+            model=runtime.model.name,
+            fingerprint=runtime.model.fingerprint,
         )
 
     async def GetModel(
@@ -108,8 +110,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         model = runtime.model
         spec = model.spec
         return embedder_pb2.GetModelResponse(
-            model=spec.name,
-            dimension=spec.dimension,
+            model=model.name,
+            dimension=model.dimension,
             input_size=spec.input_size,
             device=str(model.device),
             dtype=model.dtype_name,
@@ -118,4 +120,6 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             max_request_bytes=self._settings.max_request_bytes,
             max_image_pixels=self._settings.max_image_pixels,
             pooling=model.pooling,
+            fingerprint=model.fingerprint,
+            descriptor=json.dumps(model.descriptor, sort_keys=True),
         )

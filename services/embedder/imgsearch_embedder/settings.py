@@ -60,9 +60,41 @@ class EmbedderSettings(ServerSettings):
         "avg", description="Global pooling of the last feature map: average or GeM."
     )
     gem_p: float = Field(3.0, gt=0, description="GeM exponent p (pooling=gem).")
+    power: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Signed power normalisation of pooled features (1: none, 0.5: square root).",
+    )
     input_size: int = Field(224, ge=32, le=1024, description="Side of the square model input.")
+    crop: Literal["full", "centre"] = Field(
+        "centre",
+        description=(
+            "Input geometry: `full` resizes the whole picture to the square input (nothing is"
+            " cut off); `centre` resizes the shorter side to resize_size and keeps the centre."
+        ),
+    )
     resize_size: int = Field(
         256, ge=32, le=2048, description="Shorter side is resized to this before the centre crop."
+    )
+    trim_borders: bool = Field(
+        False, description="Remove flat bars along the edges (letterboxing) before resizing."
+    )
+    projection: str = Field(
+        "none",
+        description=(
+            "Whitening projection applied to the pooled descriptor: `builtin` (the shipped one,"
+            " for the default model; none for others), `none`, or a projection .npz file."
+        ),
+    )
+    dimension: int | None = Field(
+        None,
+        ge=8,
+        le=8192,
+        description=(
+            "Descriptor length: the first `dimension` components of the projection (unset: all"
+            " of them, or the model's own width without a projection)."
+        ),
     )
     embedding_dimension: int | None = Field(
         None,

@@ -18,7 +18,9 @@ an increment succeeds; other replicas can then serve results at most
 `cache_ttl_s` old, which is the documented bound.
 
 Embeddings depend only on the image bytes and the model, so they are keyed by
-both (shared by every collection of that model) and never invalidated: a
+the image's hash and the model's fingerprint (shared by every collection of
+that descriptor; a new weights file, input size or projection gets new keys,
+never an old vector) and never invalidated: a
 repeated image query, or re-inserting known images (to change their labels,
 say), skips the Embedder.
 
@@ -70,21 +72,22 @@ class QueryCache:
     """Search results (one collection) and image embeddings (one model) in Redis."""
 
     def __init__(
-        self, settings: SearchSettings, namespace: str, model: str, metrics: CacheMetrics
+        self, settings: SearchSettings, namespace: str, fingerprint: str, metrics: CacheMetrics
     ) -> None:
+        """`namespace` names the Milvus, database, collection and fingerprint of the results;
+        `fingerprint` is the Embedder's descriptor fingerprint (embedding keys)."""
         self._enabled = settings.cache_enabled
         self._result_ttl_s = settings.cache_ttl_s
         self._embedding_ttl_s = settings.embedding_cache_ttl_s
         self._retry_after_s = settings.redis_retry_after_s
         self._metrics = metrics
-        # Namespace: which Milvus, database, collection and model the entries describe.
+        # Namespace: which Milvus, database, collection and descriptor the entries describe.
         digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
         self._generation_key = f"imgsearch:{digest}:generation"
         self._result_prefix = f"imgsearch:{digest}:result:"
         self._unsettled_prefix = f"imgsearch:{digest}:unsettled:"
-        # Embeddings depend on the image and the model only: shared by collections.
-        model_digest = hashlib.sha256(model.encode()).hexdigest()[:16]
-        self._embedding_prefix = f"imgsearch:embedding:{model_digest}:"
+        # Embeddings depend on the image and the descriptor only: shared by collections.
+        self._embedding_prefix = f"imgsearch:embedding:{fingerprint}:"
         self._client: redis.Redis | None = None
         if self._enabled:
             # TLS (rediss://) and the password file: imgsearch_search.outbound.

@@ -56,6 +56,7 @@ class ModelInfo:
     """What GetModel said about the Embedder's model and limits."""
 
     model: str
+    fingerprint: str  # identity of the descriptor (SHA-256 of what shapes the vectors)
     dimension: int
     max_images_per_request: int
     max_request_bytes: int
@@ -197,13 +198,14 @@ class EmbedderClient:
     async def get_model(self, deadline: Deadline) -> ModelInfo:
         """Ask the Embedder for its model and limits; remembered in `self.info`."""
         reply = await self._call("GetModel", embedder_pb2.GetModelRequest(), deadline, "GetModel")
-        if not reply.model or reply.dimension == 0:
+        if not reply.model or reply.dimension == 0 or not reply.fingerprint:
             raise UnavailableError(
                 f"the Embedder at {self.address} reported no model (model={reply.model!r},"
-                f" dimension={reply.dimension})"
+                f" fingerprint={reply.fingerprint!r}, dimension={reply.dimension})"
             )
         self.info = ModelInfo(
             model=reply.model,
+            fingerprint=reply.fingerprint,
             dimension=reply.dimension,
             max_images_per_request=max(1, reply.max_images_per_request),
             max_request_bytes=max(1, reply.max_request_bytes),
@@ -235,7 +237,7 @@ class EmbedderClient:
         return self.info
 
     async def embed(self, images: Sequence[bytes], deadline: Deadline) -> tuple[np.ndarray, str]:
-        """Embed `images` in one Embed call: (n x dimension float32 matrix, model name)."""
+        """Embed `images` in one Embed call: (n x dimension float32 matrix, model fingerprint)."""
         info = self._require_info()
         reply = await self._call(
             "Embed", embedder_pb2.EmbedRequest(images=list(images)), deadline, "Embed"
@@ -250,7 +252,7 @@ class EmbedderClient:
                 f"the Embedder returned vectors of shape {vectors.shape}, expected"
                 f" (n, {info.dimension}); has its model changed?"
             )
-        return vectors, reply.model
+        return vectors, reply.fingerprint
 
     def plan_calls(self, images: Sequence[bytes]) -> tuple[list[list[int]], dict[int, str]]:
         """Group image indexes into Embed calls within the Embedder's limits.
@@ -290,11 +292,12 @@ class EmbedderClient:
 
         Only errors that belong to one image (INVALID_ARGUMENT) are returned
         per image; anything else (Embedder unreachable, deadline) is raised,
-        because it says nothing about the image. Also returns the model names
-        the Embedder reported, so the caller can refuse vectors of another model.
+        because it says nothing about the image. Also returns the model
+        fingerprints the Embedder reported, so the caller can refuse vectors of
+        another descriptor.
         """
         results: list[np.ndarray | ImgsearchError | None] = [None] * len(images)
-        models: set[str] = set()
+        fingerprints: set[str] = set()
         groups, too_big = self.plan_calls(images)
         for index, reason in too_big.items():
             results[index] = InvalidArgumentError(reason)
@@ -303,7 +306,7 @@ class EmbedderClient:
         async def run(group: list[int]) -> None:
             try:
                 async with limiter:
-                    vectors, model = await self.embed([images[i] for i in group], deadline)
+                    vectors, fingerprint = await self.embed([images[i] for i in group], deadline)
             except InvalidArgumentError as error:
                 if len(group) == 1:
                     results[group[0]] = error
@@ -311,11 +314,11 @@ class EmbedderClient:
                 # One bad image fails the whole call: find which, one by one.
                 await run_all([run([index]) for index in group])
                 return
-            models.add(model)
+            fingerprints.add(fingerprint)
             for index, vector in zip(group, vectors, strict=True):
                 results[index] = vector
 
         await run_all([run(group) for group in groups])
         done = [result for result in results if result is not None]
         assert len(done) == len(images), "every image gets a vector or an error"
-        return done, models
+        return done, fingerprints

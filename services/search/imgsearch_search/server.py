@@ -110,12 +110,21 @@ class SearchServer:
     async def _connect_once(self, deadline: Deadline) -> None:
         info = await self.embedder.get_model(Deadline(deadline.timeout(cap=10.0)))
         await self.store.connect()
-        collection = await self.store.ensure_collection(info.model, info.dimension)
+        collection = await self.store.ensure_collection(
+            info.model, info.fingerprint, info.dimension
+        )
         namespace = "|".join(
-            (self.settings.milvus_uri, self.settings.milvus_db, collection.name, collection.model)
+            (
+                self.settings.milvus_uri,
+                self.settings.milvus_db,
+                collection.name,
+                collection.fingerprint,
+            )
         )
         if self.cache is None:
-            self.cache = QueryCache(self.settings, namespace, collection.model, self._cache_metrics)
+            self.cache = QueryCache(
+                self.settings, namespace, collection.fingerprint, self._cache_metrics
+            )
         self.servicer = SearchService(
             self.settings, self.embedder, self.store, self.cache, self._query_metrics
         )
@@ -151,6 +160,7 @@ class SearchServer:
                 "port": self.port,
                 "collection": info.name,
                 "model": info.model,
+                "fingerprint": info.fingerprint,
                 "dimension": info.dimension,
                 "index_type": info.index_type,
             },

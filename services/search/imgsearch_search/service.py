@@ -152,13 +152,14 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 vectors[index] = vector
         todo = [index for index in valid if index not in vectors]
         if todo:
-            results, models = await self._embedder.embed_each(
+            results, fingerprints = await self._embedder.embed_each(
                 [items[i].image for i in todo], deadline, self._settings.embed_concurrency
             )
-            if models - {info.model}:
+            if fingerprints - {info.fingerprint}:
                 raise FailedPreconditionError(
-                    f"the Embedder now serves model {sorted(models)} but collection"
-                    f" {info.name!r} holds {info.model!r}; nothing was stored"
+                    f"the Embedder now serves model fingerprint {sorted(fingerprints)} but"
+                    f" collection {info.name!r} holds {info.model!r} (fingerprint"
+                    f" {info.fingerprint}); nothing was stored"
                 )
             for index, result in zip(todo, results, strict=True):
                 if isinstance(result, ImgsearchError):
@@ -269,13 +270,13 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 f" {limits.max_request_bytes} bytes"
             )
         try:
-            vectors, model = await self._embedder.embed([image], deadline)
+            vectors, fingerprint = await self._embedder.embed([image], deadline)
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"image: {error.message}") from None
-        if model != info.model:
+        if fingerprint != info.fingerprint:
             raise FailedPreconditionError(
-                f"the Embedder now serves model {model!r} but collection {info.name!r} holds"
-                f" {info.model!r}"
+                f"the Embedder now serves model fingerprint {fingerprint} but collection"
+                f" {info.name!r} holds {info.model!r} (fingerprint {info.fingerprint})"
             )
         await self._cache.put_embeddings({digest: vectors[0]})
         return vectors[0]

@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 # Collection properties written at creation: what the vectors mean.
 MODEL_PROPERTY = "imgsearch.model"
+# The Embedder's descriptor fingerprint: vectors are comparable only under the same one.
+FINGERPRINT_PROPERTY = "imgsearch.fingerprint"
 SCHEMA_PROPERTY = "imgsearch.schema"
 SCHEMA_VERSION = "1"
 VECTOR_FIELD = "vector"
@@ -66,6 +68,7 @@ class CollectionInfo:
 
     name: str
     model: str
+    fingerprint: str
     dimension: int
     index_type: str
     metric_type: str
@@ -220,7 +223,7 @@ class MilvusStore:
         )
         return index
 
-    def _create(self, client: MilvusClient, model: str, dimension: int) -> None:
+    def _create(self, client: MilvusClient, model: str, fingerprint: str, dimension: int) -> None:
         name = self._settings.collection
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
@@ -233,19 +236,28 @@ class MilvusStore:
             name,
             schema=schema,
             consistency_level=self._settings.consistency_level,
-            properties={MODEL_PROPERTY: model, SCHEMA_PROPERTY: SCHEMA_VERSION},
+            properties={
+                MODEL_PROPERTY: model,
+                FINGERPRINT_PROPERTY: fingerprint,
+                SCHEMA_PROPERTY: SCHEMA_VERSION,
+            },
         )
         _log.info(
             "created collection",
-            extra={"collection": name, "model": model, "dimension": dimension},
+            extra={
+                "collection": name,
+                "model": model,
+                "fingerprint": fingerprint,
+                "dimension": dimension,
+            },
         )
 
-    def _ensure(self, model: str, dimension: int) -> CollectionInfo:
+    def _ensure(self, model: str, fingerprint: str, dimension: int) -> CollectionInfo:
         """Create the collection and its index if missing; check that it fits the model."""
         client = self._require_client()
         name = self._settings.collection
         if not client.has_collection(name):
-            self._create(client, model, dimension)
+            self._create(client, model, fingerprint, dimension)
         description = client.describe_collection(name)
         properties = description.get("properties") or {}
         stored_model = str(properties.get(MODEL_PROPERTY, ""))
@@ -257,12 +269,13 @@ class MilvusStore:
                 " collection name"
             )
         stored_dimension = int(vector_fields[0]["params"]["dim"])
-        if stored_model != model or stored_dimension != dimension:
+        stored_fingerprint = str(properties.get(FINGERPRINT_PROPERTY, ""))
+        if stored_fingerprint != fingerprint or stored_dimension != dimension:
             raise FailedPreconditionError(
-                f"collection {name!r} holds {stored_dimension}-d vectors of model"
-                f" {stored_model!r} but the Embedder serves {dimension}-d vectors of model"
-                f" {model!r}; vectors of different models are not comparable: use another"
-                " collection name or the matching Embedder"
+                self._mismatch_message(
+                    (stored_model, stored_fingerprint, stored_dimension),
+                    (model, fingerprint, dimension),
+                )
             )
         if VECTOR_FIELD not in client.list_indexes(name, field_name=VECTOR_FIELD):
             # sync=False: Milvus Lite cannot wait for index builds the pymilvus
@@ -273,14 +286,34 @@ class MilvusStore:
         return CollectionInfo(
             name=name,
             model=stored_model,
+            fingerprint=stored_fingerprint,
             dimension=stored_dimension,
             index_type=str(index.get("index_type", "")),
             metric_type=str(index.get("metric_type", "")),
         )
 
-    async def ensure_collection(self, model: str, dimension: int) -> CollectionInfo:
+    def _mismatch_message(self, stored: tuple[str, str, int], served: tuple[str, str, int]) -> str:
+        """Why a collection cannot be used with this Embedder, and how to re-index."""
+        name = self._settings.collection
+        stored_model, stored_fingerprint, stored_dimension = stored
+        model, fingerprint, dimension = served
+        held = stored_fingerprint or "none: created before model fingerprints"
+        return (
+            f"collection {name!r} in {self.where} holds {stored_dimension}-d vectors of model"
+            f" {stored_model!r} (fingerprint {held}) but the Embedder serves {dimension}-d"
+            f" vectors of model {model!r} (fingerprint {fingerprint}); vectors of different"
+            " descriptors are not comparable. Either run the Embedder that made the collection,"
+            " or re-index: point Search at a new collection (SEARCH_COLLECTION, e.g."
+            f" {name}_{fingerprint[:8]}) and insert the images again (`imgsearch ingest`)"
+        )
+
+    async def ensure_collection(
+        self, model: str, fingerprint: str, dimension: int
+    ) -> CollectionInfo:
         async with self._write_lock:
-            self.info = await self._run("create the collection", self._ensure, model, dimension)
+            self.info = await self._run(
+                "create the collection", self._ensure, model, fingerprint, dimension
+            )
         return self.info
 
     async def ping(self, timeout_s: float) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/embedder.proto\x12\x0cimgsearch.v1\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"K\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.imgsearch.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\x11\n\x0fGetModelRequest\"\xe5\x01\n\x10GetModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\ninput_size\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x1e\n\x16max_images_per_request\x18\x07 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\t \x01(\x04\x12\x0f\n\x07pooling\x18\n \x01(\t2\x97\x01\n\x08\x45mbedder\x12@\n\x05\x45mbed\x12\x1a.imgsearch.v1.EmbedRequest\x1a\x1b.imgsearch.v1.EmbedResponse\x12I\n\x08GetModel\x12\x1d.imgsearch.v1.GetModelRequest\x1a\x1e.imgsearch.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/embedder.proto\x12\x0cimgsearch.v1\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"`\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.imgsearch.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x03(\x02\"\x11\n\x0fGetModelRequest\"\x8e\x02\n\x10GetModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\ninput_size\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x1e\n\x16max_images_per_request\x18\x07 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\t \x01(\x04\x12\x0f\n\x07pooling\x18\n \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0b \x01(\t\x12\x12\n\ndescriptor\x18\x0c \x01(\t2\x97\x01\n\x08\x45mbedder\x12@\n\x05\x45mbed\x12\x1a.imgsearch.v1.EmbedRequest\x1a\x1b.imgsearch.v1.EmbedResponse\x12I\n\x08GetModel\x12\x1d.imgsearch.v1.GetModelRequest\x1a\x1e.imgsearch.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDREQUEST']._serialized_start=45
   _globals['_EMBEDREQUEST']._serialized_end=75
   _globals['_EMBEDRESPONSE']._serialized_start=77
-  _globals['_EMBEDRESPONSE']._serialized_end=152
-  _globals['_EMBEDDING']._serialized_start=154
-  _globals['_EMBEDDING']._serialized_end=181
-  _globals['_GETMODELREQUEST']._serialized_start=183
-  _globals['_GETMODELREQUEST']._serialized_end=200
-  _globals['_GETMODELRESPONSE']._serialized_start=203
-  _globals['_GETMODELRESPONSE']._serialized_end=432
-  _globals['_EMBEDDER']._serialized_start=435
-  _globals['_EMBEDDER']._serialized_end=586
+  _globals['_EMBEDRESPONSE']._serialized_end=173
+  _globals['_EMBEDDING']._serialized_start=175
+  _globals['_EMBEDDING']._serialized_end=202
+  _globals['_GETMODELREQUEST']._serialized_start=204
+  _globals['_GETMODELREQUEST']._serialized_end=221
+  _globals['_GETMODELRESPONSE']._serialized_start=224
+  _globals['_GETMODELRESPONSE']._serialized_end=494
+  _globals['_EMBEDDER']._serialized_start=497
+  _globals['_EMBEDDER']._serialized_end=648
 # @@protoc_insertion_point(module_scope)

@@ -13,12 +13,14 @@ class EmbedRequest(_message.Message):
     def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "model")
+    __slots__ = ("embeddings", "model", "fingerprint")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     model: str
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+    fingerprint: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("vector",)
@@ -31,7 +33,7 @@ class GetModelRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model", "dimension", "input_size", "device", "dtype", "max_batch_size", "max_images_per_request", "max_request_bytes", "max_image_pixels", "pooling")
+    __slots__ = ("model", "dimension", "input_size", "device", "dtype", "max_batch_size", "max_images_per_request", "max_request_bytes", "max_image_pixels", "pooling", "fingerprint", "descriptor")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,8 @@ class GetModelResponse(_message.Message):
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     model: str
     dimension: int
     input_size: int
@@ -52,4 +56,6 @@ class GetModelResponse(_message.Message):
     max_request_bytes: int
     max_image_pixels: int
     pooling: str
-    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., pooling: _Optional[str] = ...) -> None: ...
+    fingerprint: str
+    descriptor: str
+    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., pooling: _Optional[str] = ..., fingerprint: _Optional[str] = ..., descriptor: _Optional[str] = ...) -> None: ...
