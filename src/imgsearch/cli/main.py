@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from imgsearch.cli import html as html_page
+from imgsearch.cli.evaluate import eval_command
 from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
 from imgsearch.cli.token import token_app
 from imgsearch.client import (
@@ -56,6 +57,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.command("eval")(eval_command)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -1,0 +1,97 @@
+"""`imgsearch eval` on a scaled-down set, through a real Embedder, Search, Milvus Lite and Redis.
+
+The photos are skimage.data's (shipped in the wheel), so this runs without the
+Debian photo packages `make eval` installs. A mirrored or recompressed copy of
+a photo must find its original first (answers known by construction), end to
+end and by exact search alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from imgsearch.evaluation.report import headline, render_markdown, write_report
+from imgsearch.evaluation.runner import EvalConfig, Services, evaluate
+from tests.fixtures.backends import search_address
+
+pytestmark = pytest.mark.slow
+
+KINDS = ("mirror", "jpeg_q20", "grayscale", "corner_crop_55", "thumbnail_48", "letterbox")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> EvalConfig:
+    return EvalConfig(
+        small=True,
+        gallery=6,
+        distractors=6,
+        kinds=KINDS,
+        fashion_gallery=300,
+        fashion_queries=30,
+        baseline=False,
+        dimension_curve=False,
+        speed_rounds=1,
+        data_dir=tmp_path_factory.mktemp("eval"),
+    )
+
+
+async def test_the_scaled_down_evaluation_measures_known_answers(
+    config: EvalConfig,
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory,
+    tmp_path: Path,
+) -> None:
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url=redis_url,
+        embedder_address=embedder_address,
+        cache_enabled=False,
+    )
+    services = Services(search=search_address(server), embedder=embedder_address)
+    # The client is synchronous: run it off this event loop, which serves Search.
+    report = await asyncio.to_thread(evaluate, config, services, lambda message: None)
+
+    assert report.sets == {
+        "gallery": 6,
+        "distractors": 6,
+        "queries": 6 * len(KINDS),
+        "fashion_gallery": 300,
+        "fashion_queries": 30,
+    }
+    label = next(iter(report.retrieval))
+    end_to_end = report.retrieval[label]["end_to_end"]
+    exact = report.retrieval[label]["exact"]
+    for kind in ("mirror", "jpeg_q20", "grayscale"):
+        assert end_to_end[kind]["recall@1"] == 1.0, kind
+        assert exact[kind]["recall@1"] == 1.0, kind
+        assert end_to_end[kind]["map"] == 1.0, kind
+    for kind in KINDS:
+        assert end_to_end[kind]["queries"] == 6.0
+        # 12 items: the index is exact enough that both paths rank alike.
+        assert abs(end_to_end[kind]["recall@1"] - exact[kind]["recall@1"]) <= 1 / 6, kind
+        assert end_to_end[kind]["recall@1"] <= end_to_end[kind]["recall@5"] <= 1.0
+    assert end_to_end["easy"]["recall@1"] == 1.0
+    assert 0.0 <= end_to_end["hard"]["recall@1"] <= 1.0
+
+    fashion = report.fashion
+    assert set(fashion) == {label, "raw pixels (784-d)"}
+    for scores in fashion.values():
+        assert 0.3 < scores["map@100"] <= 1.0
+        assert 0.3 < scores["precision@10"] <= 1.0
+        assert scores["map@100_strict"] <= scores["map@100"]
+
+    line = headline(report)
+    assert line["fingerprint"] == report.model["fingerprint"]
+    assert line["easy_recall@1"] == 1.0
+    json.dumps(line)  # one JSON line
+    markdown = render_markdown(report, {})
+    assert "| mirror | easy |" in markdown
+    assert "raw pixels (784-d)" in markdown
+    write_report(report, tmp_path / "evaluation.md")
+    assert (tmp_path / "img" / "eval-kinds.png").stat().st_size > 1000
