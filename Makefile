@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search soak images up clean
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search soak images up clean eval eval-data whitening descriptor-search
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,18 @@ bench-search: setup ## Benchmark recall, QPS, cache and Insert throughput agains
 
 soak: setup ## Mixed Insert/Search/Delete against `imgsearch up` for SOAK_SECONDS (600); update docs/benchmarks.md
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py
+
+eval: setup eval-data ## Measure retrieval quality (recall per edit kind, Fashion-MNIST mAP, speed): docs/evaluation.md
+	$(PY) -m imgsearch.cli eval --out docs/evaluation.md
+
+eval-data: ## Install the Debian photo packages the evaluation reads (apt-get; needs root)
+	@scripts/ensure-eval-data.sh
+
+whitening: setup eval-data ## Refit the Embedder's shipped whitening projection from the training photos
+	$(PY) -m imgsearch.evaluation.whitening
+
+descriptor-search: setup eval-data ## Compare descriptor variants offline (pooling, whitening, dimension)
+	$(PY) bench/descriptor_search.py
 
 images: ## Build the container images (needs a Docker engine)
 	@scripts/build-images.sh

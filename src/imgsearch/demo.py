@@ -7,7 +7,9 @@
    Fashion-MNIST training set (Debian's `dataset-fashion-mnist`), and ingests
    it with the same code as `imgsearch ingest`.
 3. Runs example queries: edited copies of photos (cropped, rotated,
-   recompressed, mirrored), unseen Fashion-MNIST test images, a label filter
+   recompressed, mirrored; and hard edits as `imgsearch eval` makes them:
+   corner crop, 48-px thumbnail, pasted into another picture, captions,
+   letterbox), unseen Fashion-MNIST test images, a label filter
    and "more like this" by id; measures how often the top hit is the
    original photo and the class precision of Fashion-MNIST hits.
 4. Writes `demo/results.html` and `demo/contact_sheet.png`, then stops the
@@ -236,6 +238,38 @@ def photo_queries(photo_dir: Path) -> list[Query]:
     ]
 
 
+def hard_photo_queries(photo_dir: Path) -> list[Query]:
+    """Hard edits (as `imgsearch eval` makes them): the top hit should still be the original."""
+    from imgsearch.evaluation import edits
+
+    def load(name: str) -> Image.Image:
+        return Image.open(photo_dir / f"{name}.png").convert("RGB")
+
+    backdrop = (
+        [load("hubble_deep_field")] if (photo_dir / "hubble_deep_field.png").is_file() else []
+    )
+    chosen = (
+        ("astronaut", "corner_crop_55"),
+        ("coffee", "thumbnail_48"),
+        ("rocket", "pasted_small"),
+        ("chelsea", "text_overlay"),
+        ("camera", "letterbox"),
+    )
+    queries = []
+    for index, (name, kind_name) in enumerate(chosen):
+        kind = edits.KINDS_BY_NAME[kind_name]
+        data = edits.edited_query(load(name), kind, 0, index, backdrop)
+        queries.append(
+            Query(
+                f"{name}, hard edit: {kind.description}",
+                data,
+                lambda hit, name=name: Path(hit.uri).stem == name,
+                misses_are_wrong=False,
+            )
+        )
+    return queries
+
+
 def fashion_queries(test_images: np.ndarray, test_labels: np.ndarray) -> list[Query]:
     """Unseen Fashion-MNIST test images: hits should be of the same class."""
     queries = []
@@ -450,7 +484,8 @@ def _run_queries(
     )
 
     photo_query_list = photo_queries(images_dir / "photos")
-    queries = list(photo_query_list)
+    hard_query_list = hard_photo_queries(images_dir / "photos")
+    queries = [*photo_query_list, *hard_query_list]
     if with_fashion:
         test_images, test_labels = load_fashion("test")
         queries.extend(fashion_queries(test_images, test_labels))
@@ -480,7 +515,8 @@ def _run_queries(
             described = f"{Path(top.uri).stem}{label} {top.score:.3f}"
         say(f"  {query.title}: top hit {described} {verdict}")
 
-    photo_checks = [query.top_hit_correct for query in queries[: len(photo_query_list)]]
+    photo_checks = [query.top_hit_correct for query in photo_query_list]
+    hard_checks = [query.top_hit_correct for query in hard_query_list]
     inserted = sum(report.inserted for report in reports.values())
     elapsed = sum(report.elapsed_s for report in reports.values())
     largest, largest_report = list(reports.items())[-1]
@@ -490,7 +526,10 @@ def _run_queries(
         f"Ingest: {inserted} images in {elapsed:.1f} s"
         f" ({largest_report.images_per_s:.1f} images/s for {largest}).",
         f"Edited photos: the original is the top hit for"
-        f" {sum(bool(check) for check in photo_checks)} of {len(photo_checks)} queries.",
+        f" {sum(bool(check) for check in photo_checks)} of {len(photo_checks)} easy edits and"
+        f" {sum(bool(check) for check in hard_checks)} of {len(hard_checks)} hard edits"
+        " (cropped to a corner, a 48-px thumbnail, pasted into another picture, captioned,"
+        " letterboxed).",
     ]
     if with_fashion:
         say(

@@ -29,17 +29,18 @@ def test_demo_writes_results_and_stops_the_stack(tmp_path: Path) -> None:
     log = proc.stdout
     assert "inserted 50, skipped 0, failed 0" in log
     # Edited copies of the photos find their original first.
-    assert "the original is the top hit for 6 of 6 queries" in log
+    assert "the original is the top hit for 6 of 6 easy edits and" in log
+    assert re.search(r"and [0-5] of 5 hard edits", log)
     assert re.search(r"Fashion-MNIST: \d+\.\d% of the top-5 hits share the class", log)
     assert f"wrote {out / 'results.html'}" in log
 
     page = (out / "results.html").read_text()
-    assert page.count("<h2>") == 12
+    assert page.count("<h2>") == 17
     assert 'src="contact_sheet.png"' in page
     with Image.open(out / "contact_sheet.png") as sheet:
         assert sheet.format == "PNG"
         assert sheet.width > 900
-        assert sheet.height > 12 * 150
+        assert sheet.height > 17 * 150
 
     # Every service was stopped with its own stop signal and exited cleanly.
     for name in ("search", "embedder", "milvus", "redis"):
