@@ -38,11 +38,13 @@ GEOMETRIES = {
 }
 
 
-def build_inputs(seed: int, query_pictures: int, train_edits: int) -> dict[str, object]:
+def build_inputs(
+    seed: int, query_pictures: int, train_edits: int, distractors: int, fashion: int
+) -> dict[str, object]:
     from imgsearch.evaluation import augment, datasets, edits
 
     pictures = datasets.cached_pictures(ROOT / ".imgsearch" / "eval")
-    sets = datasets.photo_sets(pictures, 300, 2000, seed)
+    sets = datasets.photo_sets(pictures, 300, distractors, seed)
     backdrops = [p.image() for p in sets.train[:60]]
     queries, answers, kinds = [], [], []
     for kind in edits.ALL_KINDS:
@@ -60,8 +62,8 @@ def build_inputs(seed: int, query_pictures: int, train_edits: int) -> dict[str, 
     fashion_train, fashion_train_labels = datasets.load_fashion("train")
     fashion_test, fashion_test_labels = datasets.load_fashion("test")
     pick = np.random.default_rng(seed)
-    g = pick.choice(len(fashion_train), 3000, replace=False)
-    q = pick.choice(len(fashion_test), 300, replace=False)
+    g = pick.choice(len(fashion_train), fashion, replace=False)
+    q = pick.choice(len(fashion_test), fashion // 10, replace=False)
     return {
         "indexed": [p.jpeg for p in sets.indexed],
         "queries": queries,
@@ -203,12 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--query-pictures", type=int, default=100)
     parser.add_argument("--train-edits", type=int, default=3)
     parser.add_argument("--dims", default="1280,512,256,128")
+    parser.add_argument("--distractors", type=int, default=2000)
+    parser.add_argument("--fashion", type=int, default=3000, help="gallery; a tenth as queries")
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    data = build_inputs(args.seed, args.query_pictures, args.train_edits)
+    data = build_inputs(
+        args.seed, args.query_pictures, args.train_edits, args.distractors, args.fashion
+    )
     print(f"inputs built in {time.time() - started:.0f} s", flush=True)
     groups = {
         g: data[g]
@@ -227,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         path = CACHE / (
             f"{geometry}-v{PICTURES_VERSION}-s{args.seed}-q{args.query_pictures}"
-            f"-t{args.train_edits}.npz"
+            f"-t{args.train_edits}-d{args.distractors}-f{args.fashion}.npz"
         )
         if path.is_file():
             loaded = np.load(path)
@@ -251,8 +257,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     out = CACHE / f"results-s{args.seed}.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    out.write_text(json.dumps({**previous, **results}, indent=1))
+    merged = {**previous, **results}
+    out.write_text(json.dumps(merged, indent=1))
+    if merged and not args.embed_only:
+        write_markdown(merged, args, ROOT / "docs" / "descriptor-search.md")
+        best = max(merged, key=lambda name: merged[name]["hard"])
+        print(json.dumps({"best_hard": best, **{k: v for k, v in merged[best].items()
+                                                   if not k.startswith("kind:")}}))  # fmt: skip
     return 0
+
+
+def write_markdown(results: dict[str, dict], args: argparse.Namespace, path: Path) -> None:
+    """docs/descriptor-search.md: every variant, best hard-edit recall first."""
+    from imgsearch.evaluation.edits import ALL_KINDS
+
+    rows = sorted(results.items(), key=lambda item: -item[1]["hard"])
+    lines = [
+        "# Descriptor search",
+        "",
+        "Written by `make descriptor-search` (`bench/descriptor_search.py`); the numbers choose",
+        "the Embedder's default descriptor, which [evaluation.md](evaluation.md) then measures",
+        "end to end on the full sets.",
+        "",
+        f"Exploration set (seed {args.seed}): the first {args.query_pictures} gallery pictures"
+        f" in every edit kind against the gallery and {args.distractors} distractors; Fashion-MNIST"
+        f" {args.fashion} gallery images and {args.fashion // 10} queries; whitening fitted on"
+        f" the training pictures (disjoint sources) and {args.train_edits} random edits of each."
+        " Exact search, recall@1. Geometry: `centre224` is the previous default (short side to"
+        " 256, centre 224 crop); `full224` resizes the whole picture to 224x224; `trim` removes"
+        " flat borders first. Pooling: average, GeM p, max. `pow0.5`: signed square root."
+        " `Lw`: learned whitening (reg: shrinkage); `PCAw`: PCA-whitening; the number is the"
+        " dimension.",
+        "",
+        "| geometry and variant | easy | hard | worst kind | Fashion mAP@100 | "
+        + " | ".join(kind.name for kind in ALL_KINDS)
+        + " |",
+        "|---|---:|---:|---|---:|" + "---:|" * len(ALL_KINDS),
+    ]
+    for name, scores in rows:
+        per_kind = " | ".join(f"{scores[f'kind:{kind.name}']:.2f}" for kind in ALL_KINDS)
+        lines.append(
+            f"| {name} | {scores['easy']:.3f} | {scores['hard']:.3f} |"
+            f" {scores['worst_kind']} {scores['worst']:.2f} | {scores['fashion_map100']:.3f} |"
+            f" {per_kind} |"
+        )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from imgsearch_embedder.model import EmbeddingModel, ModelLoadError, load_by_ord
 from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.settings import EmbedderSettings
 from tests.embedder.images import jpeg
+from tests.fixtures.embedder import default_embedding_dimension
 
 PRE = Preprocessor(input_size=224, resize_size=256, max_image_pixels=10**8)
 
@@ -39,7 +40,7 @@ def test_weights_are_real_imagenet_weights(model: EmbeddingModel) -> None:
 def test_descriptors_have_unit_norm_and_tell_photos_apart(model: EmbeddingModel) -> None:
     images = [PRE(jpeg(name), 0) for name in ("chelsea", "coffee", "astronaut")]
     vectors = model.embed_batch(images)
-    assert vectors.shape == (3, 1280)
+    assert vectors.shape == (3, default_embedding_dimension())
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     recompressed = model.embed_batch([PRE(jpeg("chelsea", quality=40), 0)])[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import urllib.request
 
@@ -13,13 +14,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.server import EmbedderServer
+from imgsearch_embedder.settings import EmbedderSettings
 from tests.embedder.images import encode, jpeg
-from tests.fixtures.embedder import LISTENING, embedder_test_settings
+from tests.fixtures.embedder import (
+    LISTENING,
+    default_embedding_dimension,
+    embedder_test_settings,
+)
 from tests.fixtures.processes import PYTHON, ChildProcess, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+DEFAULT_DIMENSION = default_embedding_dimension()
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +52,13 @@ def _metric(server: EmbedderServer, name: str) -> float:
 async def test_get_model_describes_the_model(channel) -> None:
     stub = embedder_pb2_grpc.EmbedderStub(channel)
     info = await stub.GetModel(embedder_pb2.GetModelRequest())
-    assert (info.model, info.dimension, info.input_size) == ("efficientnet_lite0-avg", 1280, 224)
-    assert (info.device, info.dtype, info.pooling) == ("cpu", "float32", "avg")
+    default = EmbedderSettings()
+    assert info.model.startswith(f"efficientnet_lite0-{default.pooling}")
+    assert (info.input_size, info.pooling) == (default.input_size, default.pooling)
+    assert info.dimension == DEFAULT_DIMENSION
+    assert (info.device, info.dtype) == ("cpu", "float32")
+    assert len(info.fingerprint) == 64
+    assert json.loads(info.descriptor)["dimension"] == info.dimension
     assert (info.max_images_per_request, info.max_batch_size) == (64, 16)
 
 
@@ -58,7 +70,7 @@ async def test_batched_equals_single_and_results_map_back(channel) -> None:
         *(stub.Embed(embedder_pb2.EmbedRequest(images=[image])) for image in images)
     )
     apart = np.concatenate([_vectors(reply) for reply in singles])
-    assert together.shape == apart.shape == (16, 1280)
+    assert together.shape == apart.shape == (16, DEFAULT_DIMENSION)
     np.testing.assert_allclose(together, apart, atol=1e-4)
     # Each answer belongs to its own request: same photo, same vector; others differ.
     similarity = apart @ apart.T
@@ -117,7 +129,9 @@ async def test_bad_input_gets_its_status_and_the_server_stays_healthy(channel, c
     health = health_pb2_grpc.HealthStub(channel)
     assert (await health.Check(health_pb2.HealthCheckRequest())).status == SERVING
     reply = await stub.Embed(embedder_pb2.EmbedRequest(images=[jpeg("rocket")]))
-    assert len(reply.embeddings[0].vector) == 1280
+    assert len(reply.embeddings[0].vector) == DEFAULT_DIMENSION
+    info = await stub.GetModel(embedder_pb2.GetModelRequest())
+    assert reply.fingerprint == info.fingerprint
 
 
 async def test_expired_deadline_is_deadline_exceeded(channel) -> None:

@@ -22,8 +22,11 @@ from PIL import Image
 
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from tests.fixtures.backends import SearchServiceFactory, search_address
+from tests.fixtures.embedder import default_embedding_dimension
 from tests.fixtures.photos import corrupt, cropped, jpeg, load_photo, png
 from tests.search.conftest import SearchUnderTest
+
+DIMENSION = default_embedding_dimension()
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +57,7 @@ async def test_health_is_serving_and_stats_describe_the_collection(search: Searc
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     stats = await search.stub.Stats(search_pb2.StatsRequest(), timeout=10)
     assert stats.item_count == 0
-    assert stats.dimension == 1280
+    assert stats.dimension == DIMENSION
     assert stats.model.startswith("efficientnet_lite0")
     assert stats.index_type
     assert stats.metric_type in ("COSINE", "IP")
@@ -101,7 +104,7 @@ async def test_search_by_id_vector_min_score_and_top_k(
 
     got = await search.stub.Get(search_pb2.GetRequest(ids=["rocket"], include_vectors=True))
     vector = list(got.items[0].vector)
-    assert len(vector) == 1280
+    assert len(vector) == DIMENSION
     scaled = [value * 3.0 for value in vector]  # the server normalises query vectors
     by_vector = await search.stub.Search(
         search_pb2.SearchRequest(vector=search_pb2.Vector(values=scaled), top_k=len(photos))
@@ -143,10 +146,10 @@ async def test_bad_queries_get_clear_statuses(search: SearchUnderTest, photos: d
     await expect_error(
         stub.Search(search_pb2.SearchRequest(vector=search_pb2.Vector(values=[0.1] * 7))),
         code.INVALID_ARGUMENT,
-        "1280",
+        str(DIMENSION),
     )
     await expect_error(
-        stub.Search(search_pb2.SearchRequest(vector=search_pb2.Vector(values=[0.0] * 1280))),
+        stub.Search(search_pb2.SearchRequest(vector=search_pb2.Vector(values=[0.0] * DIMENSION))),
         code.INVALID_ARGUMENT,
         "zero",
     )

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import statistics
 import sys
@@ -376,8 +377,6 @@ def _descriptor_label(model: dict[str, Any]) -> str:
 
 def _projection_of(model: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """The mean and matrix of the projection the live Embedder applies (None without one)."""
-    import json
-
     from imgsearch_embedder.projection import BUILTIN_PROJECTION, load_projection
 
     descriptor = json.loads(model["descriptor"])
@@ -393,51 +392,78 @@ def _projection_of(model: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | Non
     return projection.mean, projection.matrix
 
 
-def _exact_variants(
-    report: Report, data: EvalData, served: Vectors, raw: Vectors | None, say: Say
-) -> dict[str, Vectors]:
-    """Exact-search vectors of the served descriptor and, with raw vectors, of every dimension."""
+def _projected(raw: Vectors, projection: tuple[np.ndarray, np.ndarray] | None, dim: int) -> Vectors:
+    if projection is None or dim == raw.indexed.shape[1]:
+        return raw
+    mean, matrix = projection
+    return Vectors(
+        *(
+            project(v, mean, matrix, dim) if v is not None else None
+            for v in (raw.indexed, raw.queries, raw.fashion_gallery, raw.fashion_queries)
+        )
+    )
+
+
+def _dimension_curve(
+    report: Report,
+    data: EvalData,
+    raw: Vectors,
+    projection: tuple[np.ndarray, np.ndarray] | None,
+    say: Say,
+) -> None:
+    """Exact search without the projection and with it truncated to each dimension."""
     answers = [q.answer for q in data.queries]
-    variants = {"served": served}
-    projection = _projection_of(report.model) if raw is not None else None
-    if raw is None:
-        return variants
     trunk_dim = raw.indexed.shape[1]
     dims = [trunk_dim]
     if projection is not None:
         dims += [d for d in (1024, 512, 256, 128, 64) if d <= projection[1].shape[1]]
     for dim in dims:
-        if dim == trunk_dim:
-            vectors = raw
-        else:
-            assert projection is not None
-            vectors = Vectors(
-                *(
-                    project(v, projection[0], projection[1], dim) if v is not None else None
-                    for v in (raw.indexed, raw.queries, raw.fashion_gallery, raw.fashion_queries)
-                )
-            )
-        ranks = exact_ranks(vectors.indexed, vectors.queries, answers)
-        table = _per_kind(ranks, data.queries)
+        vectors = _projected(raw, projection, dim)
+        table = _per_kind(exact_ranks(vectors.indexed, vectors.queries, answers), data.queries)
         point = {
             "dimension": float(dim),
             "projected": float(dim != trunk_dim),
-            "easy_recall@1": table["easy"]["recall@1"] if "easy" in table else float("nan"),
-            "hard_recall@1": table["hard"]["recall@1"] if "hard" in table else float("nan"),
+            "easy_recall@1": table.get("easy", {}).get("recall@1", float("nan")),
+            "hard_recall@1": table.get("hard", {}).get("recall@1", float("nan")),
             "all_recall@1": table["all"]["recall@1"],
         }
         if vectors.fashion_gallery is not None:
             point["fashion_map@100"] = fashion_scores(vectors, data)["map@100"]
         report.dimension_curve.append(point)
-        say(f"  exact, {dim}-d: {point}")
-    if projection is not None:
-        served_dim = served.indexed.shape[1]
-        offline = project(raw.indexed[:32], projection[0], projection[1], served_dim)
-        report.consistency = {
-            "max_abs_difference": float(np.abs(offline - served.indexed[:32]).max()),
-            "images": 32.0,
-        }
-    return variants
+        say(f"  exact, {dim}-d: " + json.dumps({k: round(v, 3) for k, v in point.items()}))
+
+
+def _default_vectors(
+    report: Report,
+    probe: EmbedderProbe,
+    services: Services,
+    data: EvalData,
+    config: EvalConfig,
+    say: Say,
+    probes: dict[str, EmbedderProbe],
+) -> Vectors:
+    """The default descriptor's vectors of every set, for exact search.
+
+    With an Embedder of the unprojected descriptor, everything is embedded
+    once by it and projected offline (also giving the dimension curve); a
+    sample embedded by the live default Embedder checks that both agree.
+    """
+    if services.raw_embedder is None or not config.dimension_curve:
+        return embed_sets(probe, data, config, say, report.model["model"])
+    raw_probe = EmbedderProbe(services.raw_embedder)
+    probes["raw"] = raw_probe
+    say(f"exact search: the unprojected descriptor ({raw_probe.model.model})")
+    raw = embed_sets(raw_probe, data, config, say, "unprojected")
+    projection = _projection_of(report.model)
+    _dimension_curve(report, data, raw, projection, say)
+    served = _projected(raw, projection, int(report.model["dimension"]))
+    sample = [p.jpeg for p in data.indexed[:32]]
+    live = probe.embed_all(sample, config.batch_size, 1)
+    report.consistency = {
+        "max_abs_difference": float(np.abs(live - served.indexed[: len(sample)]).max()),
+        "images": float(len(sample)),
+    }
+    return served
 
 
 def evaluate(
@@ -480,20 +506,12 @@ def evaluate(
             for q, r, t in zip(data.queries, ranks, top3, strict=True)
             if r != 1
         ]
-        say(f"exact search: the default descriptor ({label})")
-        served = embed_sets(probe, data, config, say, label)
+        served = _default_vectors(report, probe, services, data, config, say, probes)
         report.retrieval[label]["exact"] = _per_kind(
             exact_ranks(served.indexed, served.queries, answers), data.queries
         )
         if served.fashion_gallery is not None:
             report.fashion[label] = fashion_scores(served, data)
-        raw: Vectors | None = None
-        if services.raw_embedder is not None and config.dimension_curve:
-            raw_probe = EmbedderProbe(services.raw_embedder)
-            probes["raw"] = raw_probe
-            say(f"exact search: the unprojected descriptor ({raw_probe.model.model})")
-            raw = embed_sets(raw_probe, data, config, say, "unprojected")
-        _exact_variants(report, data, served, raw, say)
         if services.baseline_embedder is not None:
             baseline = EmbedderProbe(services.baseline_embedder)
             probes["baseline"] = baseline
