@@ -30,11 +30,11 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> EvalConfig:
         gallery=6,
         distractors=6,
         kinds=KINDS,
-        fashion_gallery=300,
-        fashion_queries=30,
+        fashion_gallery=200,
+        fashion_queries=20,
         baseline=False,
         dimension_curve=False,
-        speed_rounds=1,
+        speed_rounds=0,
         data_dir=tmp_path_factory.mktemp("eval"),
     )
 
@@ -61,8 +61,8 @@ async def test_the_scaled_down_evaluation_measures_known_answers(
         "gallery": 6,
         "distractors": 6,
         "queries": 6 * len(KINDS),
-        "fashion_gallery": 300,
-        "fashion_queries": 30,
+        "fashion_gallery": 200,
+        "fashion_queries": 20,
     }
     label = next(iter(report.retrieval))
     end_to_end = report.retrieval[label]["end_to_end"]

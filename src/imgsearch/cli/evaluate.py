@@ -40,8 +40,11 @@ def eval_command(
     ] = True,
     dimension_curve: Annotated[
         bool,
-        typer.Option("--dimension-curve/--no-dimension-curve", help="Recall at every dimension."),
-    ] = True,
+        typer.Option(
+            "--dimension-curve/--no-dimension-curve",
+            help="Also embed without the projection: recall up to the trunk's full width.",
+        ),
+    ] = False,
     milvus: Annotated[
         str, typer.Option("--milvus", help="'lite' or 'standalone' Milvus for the stack.")
     ] = "lite",

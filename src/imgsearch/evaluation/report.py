@@ -207,8 +207,11 @@ def render_markdown(report: Report, plots: dict[str, str]) -> str:
         parts += [
             "## Recall against descriptor dimension",
             "",
-            "Exact search; the unprojected descriptor and the shipped whitening truncated to"
-            " each dimension (its components are ordered, so the first d are the best d).",
+            "Exact search. The whitening's components are ordered, so the first d components"
+            " of a served vector, re-normalised, are the d-dimensional descriptor; the"
+            " unprojected descriptor (1280-d) is measured when `--dimension-curve` runs an"
+            " Embedder without the projection, and in"
+            " [descriptor-search.md](descriptor-search.md).",
             "",
             *_dimension_table(report),
             "",

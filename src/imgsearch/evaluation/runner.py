@@ -75,8 +75,10 @@ class EvalConfig:
     fashion_gallery: int = 10_000
     fashion_queries: int = 1_000
     baseline: bool = True
-    dimension_curve: bool = True
-    speed_rounds: int = 5
+    # An extra Embedder of the unprojected descriptor, for the curve up to its full width
+    # (otherwise the curve truncates the served vectors: served width and below).
+    dimension_curve: bool = False
+    speed_rounds: int = 5  # 0: no speed probe
     milvus: str = "lite"
     data_dir: Path = Path(".imgsearch/eval")
     # Scaled-down sets for the tests: skimage.data photos only, no Debian packages.
@@ -433,6 +435,43 @@ def _dimension_curve(
         say(f"  exact, {dim}-d: " + json.dumps({k: round(v, 3) for k, v in point.items()}))
 
 
+def _truncation_curve(report: Report, data: EvalData, served: Vectors, say: Say) -> None:
+    """Exact search at the served dimension and, for a whitened descriptor, at its halvings.
+
+    The projection's components are ordered, so the first d components of a
+    served vector, re-normalised, are exactly the d-dimensional descriptor.
+    """
+    answers = [q.answer for q in data.queries]
+    served_dim = served.indexed.shape[1]
+    projected = bool(json.loads(report.model["descriptor"]).get("projection_sha256"))
+    dims = [served_dim]
+    while projected and dims[-1] // 2 >= 64:
+        dims.append(dims[-1] // 2)
+    for dim in dims:
+
+        def cut(v: np.ndarray | None, dim: int = dim) -> np.ndarray | None:
+            if v is None:
+                return None
+            head = v[:, :dim]
+            return head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
+
+        vectors = Vectors(
+            *(cut(v) for v in (served.indexed, served.queries, served.fashion_gallery,
+                               served.fashion_queries))
+        )  # fmt: skip
+        table = _per_kind(exact_ranks(vectors.indexed, vectors.queries, answers), data.queries)
+        point = {
+            "dimension": float(dim),
+            "projected": float(projected),
+            "easy_recall@1": table.get("easy", {}).get("recall@1", float("nan")),
+            "hard_recall@1": table.get("hard", {}).get("recall@1", float("nan")),
+            "all_recall@1": table["all"]["recall@1"],
+        }
+        if vectors.fashion_gallery is not None:
+            point["fashion_map@100"] = fashion_scores(vectors, data)["map@100"]
+        report.dimension_curve.append(point)
+
+
 def _default_vectors(
     report: Report,
     probe: EmbedderProbe,
@@ -494,10 +533,24 @@ def evaluate(
     answers = [q.answer for q in data.queries]
     probes = {"default": probe}
     try:
+        pool = ThreadPoolExecutor(3, thread_name_prefix="eval")
+        # Three independent streams at once, so they share the machine alike: the
+        # previous default's vectors, the default's exact-search vectors, and
+        # Insert then every query through Search.
+        baseline_job = None
+        if services.baseline_embedder is not None:
+            baseline = EmbedderProbe(services.baseline_embedder)
+            probes["baseline"] = baseline
+            report.baseline_model = baseline.describe()
+            baseline_job = pool.submit(embed_sets, baseline, data, config, say, "previous default")
+        served_job = pool.submit(
+            _default_vectors, report, probe, services, data, config, say, probes
+        )
         say(f"end to end through Search at {services.search} ({label})")
         with Client(services.search, timeout=600) as client:
             insert_rate = insert_indexed(client, data, say)
             ranks, latencies, top3 = search_end_to_end(client, data, config.concurrency)
+        say("  every query searched end to end")
         report.retrieval[label] = {"end_to_end": _per_kind(ranks, data.queries)}
         report.speed["insert_images_per_s"] = insert_rate
         report.speed["search_latency_p50_ms"] = statistics.median(latencies)
@@ -506,19 +559,17 @@ def evaluate(
             for q, r, t in zip(data.queries, ranks, top3, strict=True)
             if r != 1
         ]
-        served = _default_vectors(report, probe, services, data, config, say, probes)
+        served = served_job.result()
         report.retrieval[label]["exact"] = _per_kind(
             exact_ranks(served.indexed, served.queries, answers), data.queries
         )
+        if not report.dimension_curve:
+            _truncation_curve(report, data, served, say)
         if served.fashion_gallery is not None:
             report.fashion[label] = fashion_scores(served, data)
-        if services.baseline_embedder is not None:
-            baseline = EmbedderProbe(services.baseline_embedder)
-            probes["baseline"] = baseline
-            report.baseline_model = baseline.describe()
+        if baseline_job is not None and report.baseline_model is not None:
+            vectors = baseline_job.result()
             base_label = _descriptor_label(report.baseline_model) + ", previous default"
-            say(f"exact search: the previous default ({base_label})")
-            vectors = embed_sets(baseline, data, config, say, base_label)
             report.retrieval[base_label] = {
                 "exact": _per_kind(
                     exact_ranks(vectors.indexed, vectors.queries, answers), data.queries
@@ -526,6 +577,7 @@ def evaluate(
             }
             if vectors.fashion_gallery is not None:
                 report.fashion[base_label] = fashion_scores(vectors, data)
+        pool.shutdown()
         if data.fashion_gallery is not None and data.fashion_queries is not None:
             pixels = Vectors(
                 np.zeros((0, 1)),
@@ -534,11 +586,15 @@ def evaluate(
                 raw_pixel_vectors(data.fashion_queries),
             )
             report.fashion["raw pixels (784-d)"] = fashion_scores(pixels, data)
-        say("speed: default and previous Embedders, interleaved")
-        speed_probes = {k: v for k, v in probes.items() if k != "raw"}
-        report.speed["embedders"] = probe_speed(
-            speed_probes, [q.image for q in data.queries], config.speed_rounds, config.batch_size
-        )
+        if config.speed_rounds:
+            say("speed: default and previous Embedders, interleaved")
+            speed_probes = {k: v for k, v in probes.items() if k != "raw"}
+            report.speed["embedders"] = probe_speed(
+                speed_probes,
+                [q.image for q in data.queries],
+                config.speed_rounds,
+                config.batch_size,
+            )
     finally:
         for each in probes.values():
             each.close()
