@@ -80,7 +80,7 @@ def build_inputs(
 
 
 def pooled_descriptors(
-    geometry: str, groups: dict[str, Sequence[bytes]], batch: int = 16
+    geometry: str, groups: dict[str, Sequence[bytes]], batch: int = 16, threads: int = 0
 ) -> dict[str, dict[str, np.ndarray]]:
     """{group: {pooling: (N, 1280) float32, not normalised}} for one input geometry."""
     import torch
@@ -92,7 +92,12 @@ def pooled_descriptors(
     crop, size, trim = GEOMETRIES[geometry]
     configure_pillow(10**8)
     model = EmbeddingModel(
-        EmbedderSettings(input_size=size, resize_size=max(size, round(size * 8 / 7)))
+        EmbedderSettings(
+            input_size=size,
+            resize_size=max(size, round(size * 8 / 7)),
+            torch_threads=threads,
+            projection="none",
+        )
     )
     pre = Preprocessor(size, max(size, round(size * 8 / 7)), 10**8, crop=crop, trim_borders=trim)
     pool = ThreadPoolExecutor(2)
@@ -208,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--distractors", type=int, default=2000)
     parser.add_argument("--fashion", type=int, default=3000, help="gallery; a tenth as queries")
     parser.add_argument("--embed-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -240,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pooled = {g: {p: loaded[f"{g}/{p}"] for p in POOLINGS} for g in groups}
         else:
             begin = time.time()
-            pooled = pooled_descriptors(geometry, groups)
+            pooled = pooled_descriptors(geometry, groups, threads=args.threads)
             np.savez(path, **{f"{g}/{p}": v for g, d in pooled.items() for p, v in d.items()})
             print(f"{geometry}: embedded in {time.time() - begin:.0f} s", flush=True)
         if args.embed_only:

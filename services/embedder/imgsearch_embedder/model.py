@@ -362,7 +362,11 @@ def _output_dimension(
     settings: EmbedderSettings, spec: ModelSpec, projection: Projection | None
 ) -> int:
     available = projection.max_dimension if projection is not None else spec.dimension
-    wanted = settings.dimension or available
+    wanted = settings.dimension
+    if wanted is None:
+        wanted = available
+        if projection is not None:
+            wanted = int(projection.meta.get("default_dimension", available))
     if projection is None and settings.dimension not in (None, spec.dimension):
         raise ModelLoadError(
             f"dimension {settings.dimension} needs a projection (the model gives"

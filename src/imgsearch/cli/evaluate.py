@@ -51,6 +51,12 @@ def eval_command(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Cached sets and the stack's data.")
     ] = Path(".imgsearch/eval"),
+    embedder_threads: Annotated[
+        int,
+        typer.Option(
+            "--embedder-threads", min=0, help="Torch threads per Embedder it starts (0: all cores)."
+        ),
+    ] = 0,
     small: Annotated[
         bool, typer.Option("--small", help="Scaled-down sets: skimage.data photos only.")
     ] = False,
@@ -85,6 +91,7 @@ def eval_command(
         milvus=milvus,
         data_dir=data_dir,
         small=small,
+        embedder_threads=embedder_threads,
     )
     try:
         report = run_evaluation(config, _say)

@@ -29,7 +29,7 @@ import numpy as np
 
 from imgsearch.evaluation import augment, datasets
 
-DEFAULT_REG = 0.1
+DEFAULT_REG = 0.2
 
 
 def fit_learned_whitening(
@@ -69,14 +69,23 @@ def _embed(model: object, preprocessor: object, images: Sequence[bytes]) -> np.n
     return np.concatenate(out)
 
 
-def fit(out: Path, edits_per_picture: int, seed: int, dim: int, reg: float, data_dir: Path) -> None:
+def fit(
+    out: Path,
+    edits_per_picture: int,
+    seed: int,
+    dim: int,
+    reg: float,
+    data_dir: Path,
+    threads: int = 0,
+    default_dimension: int = 256,
+) -> None:
     from imgsearch_embedder.model import EmbeddingModel, fitted_for
     from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
     from imgsearch_embedder.projection import save_projection
     from imgsearch_embedder.settings import EmbedderSettings
 
     started = time.perf_counter()
-    settings = EmbedderSettings(projection="none", dimension=None)
+    settings = EmbedderSettings(projection="none", dimension=None, torch_threads=threads)
     pictures = [p for p in datasets.cached_pictures(data_dir) if p.split == "train"]
     images = [p.image() for p in pictures]
     rng = np.random.default_rng(seed)
@@ -100,6 +109,7 @@ def fit(out: Path, edits_per_picture: int, seed: int, dim: int, reg: float, data
     mean, matrix = fit_learned_whitening(everything, originals[np.array(owners)], copies, dim, reg)
     meta = {
         "method": "lw",
+        "default_dimension": default_dimension,
         "fitted_for": fitted_for(settings, model.spec),
         "training": {
             "pictures": len(pictures),
@@ -111,7 +121,7 @@ def fit(out: Path, edits_per_picture: int, seed: int, dim: int, reg: float, data
             "pictures_version": datasets.PICTURES_VERSION,
         },
         "command": f"python -m imgsearch.evaluation.whitening --edits {edits_per_picture}"
-        f" --seed {seed} --dim {dim} --reg {reg}",
+        f" --seed {seed} --dim {dim} --reg {reg} --default-dim {default_dimension}",
     }
     save_projection(out, mean, matrix, meta)
     print(
@@ -130,8 +140,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=512, help="columns kept")
     parser.add_argument("--reg", type=float, default=DEFAULT_REG)
     parser.add_argument("--data-dir", type=Path, default=Path(".imgsearch/eval"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument(
+        "--default-dim", type=int, default=256, help="dimension served when none is configured"
+    )
     args = parser.parse_args(argv)
-    fit(args.out, args.edits, args.seed, args.dim, args.reg, args.data_dir)
+    fit(
+        args.out,
+        args.edits,
+        args.seed,
+        args.dim,
+        args.reg,
+        args.data_dir,
+        args.threads,
+        args.default_dim,
+    )
     return 0
 
 
