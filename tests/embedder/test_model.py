@@ -103,7 +103,10 @@ def test_a_torchvision_model_with_local_weights_loads(tmp_path: Path) -> None:
     path = tmp_path / "resnet18-tv.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     model = EmbeddingModel(EmbedderSettings(model="torchvision:resnet18", weights=path))
-    assert (model.spec.name, model.spec.dimension) == ("resnet18-avg", 512)
+    assert (model.spec.name, model.spec.dimension) == (
+        f"resnet18-{EmbedderSettings().pooling}",
+        512,
+    )
     vectors = model.embed_batch([PRE(jpeg("coffee"), 0), PRE(jpeg("rocket"), 0)])
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
