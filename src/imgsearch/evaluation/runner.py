@@ -615,6 +615,7 @@ def _start_embedder(name: str, env: dict[str, str], log_dir: Path, timeout_s: fl
     """One more Embedder child process (for the raw and baseline descriptors)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from imgsearch.secure_stack import OPEN_EMBEDDER_ENV
     from imgsearch.stack import Child, ChildSpec
 
     child = Child(
@@ -622,6 +623,8 @@ def _start_embedder(name: str, env: dict[str, str], log_dir: Path, timeout_s: fl
             name=name,
             argv=[sys.executable, "-m", "imgsearch_embedder"],
             env={
+                # Loopback only, like the plain local stack: plaintext, no tokens.
+                **OPEN_EMBEDDER_ENV,
                 "EMBEDDER_HOST": "127.0.0.1",
                 "EMBEDDER_PORT": "0",
                 "EMBEDDER_METRICS_PORT": "0",
