@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -101,4 +102,7 @@ def eval_command(
     if out is not None:
         write_report(report, out)
         _say(f"wrote {out}")
+    # Everything measured, for later analysis (the markdown shows a part of it).
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "report.json").write_text(json.dumps(asdict(report), indent=1, default=str))
     typer.echo(json.dumps(headline(report)))

@@ -248,8 +248,10 @@ def render_markdown(report: Report, plots: dict[str, str]) -> str:
     parts += [
         "## Run",
         "",
-        f"{platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores;"
-        f" {report.elapsed_s:.0f} s; Milvus {report.config['milvus']}.",
+        f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores;"
+        f" {report.elapsed_s:.0f} s; Milvus {report.config['milvus']}; Embedders started with"
+        f" {report.config.get('embedder_threads') or 'all'} torch thread(s) each. Everything"
+        " measured is in `.imgsearch/eval/report.json`.",
         "",
     ]
     return "\n".join(parts)
