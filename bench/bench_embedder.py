@@ -69,7 +69,13 @@ def measure_model(seconds: float, headline_seconds: float) -> dict:
 
     settings = EmbedderSettings()
     model = EmbeddingModel(settings)
-    preprocess = Preprocessor(settings.input_size, settings.resize_size, settings.max_image_pixels)
+    preprocess = Preprocessor(
+        settings.input_size,
+        settings.resize_size,
+        settings.max_image_pixels,
+        crop=settings.crop,
+        trim_borders=settings.trim_borders,
+    )
     jpegs = photo_jpegs()
     decoded = [preprocess(jpegs[i % len(jpegs)], i) for i in range(max(BATCH_SIZES))]
     excluded = {
@@ -92,6 +98,7 @@ def measure_model(seconds: float, headline_seconds: float) -> dict:
     pool.shutdown()
     return {
         "device": str(model.device),
+        "model": model.name,
         "dtype": model.dtype_name,
         "best_batch_size": best,
         "by_batch_size_decode_excluded": {str(k): round(v, 1) for k, v in excluded.items()},
@@ -233,7 +240,7 @@ def report(result: dict, model: dict, service: list[dict]) -> str:
     batches = " · ".join(f"{k}: {v}" for k, v in model["by_batch_size_decode_excluded"].items())
     return f"""## Embedder (`make bench-embedder`)
 
-Measured on {result["machine"]}; model `efficientnet_lite0-avg` on {model["device"]}
+Measured on {result["machine"]}; model `{model.get("model", "?")}` on {model["device"]}
 ({model["dtype"]}), 224x224 input, JPEG photos from `skimage.data`. The service ran with
 `max_batch_size={model["best_batch_size"]}` (the model's best) and `max_delay_ms={MAX_DELAY_MS}`,
 driven by a separate client process sending one image per request; every concurrency
