@@ -27,6 +27,7 @@ from imgsearch.v1 import search_pb2, search_pb2_grpc
 from imgsearch_search.server import SearchServer, StartupError
 from imgsearch_search.settings import SearchSettings
 from tests.fixtures.backends import SearchServiceFactory, search_address
+from tests.fixtures.embedder import default_embedding_dimension
 from tests.fixtures.photos import cropped, load_photo
 from tests.fixtures.processes import PYTHON, ChildProcess, free_port
 
@@ -340,7 +341,10 @@ async def test_a_collection_of_another_model_is_refused_at_start_up(
         client.close()
 
     for collection, fragments in (
-        (unique_collection, ("512-d", "resnet18-avg", "1280-d", "efficientnet_lite0")),
+        (
+            unique_collection,
+            ("512-d", "resnet18-avg", f"{default_embedding_dimension()}-d", "efficientnet_lite0"),
+        ),
         (foreign, ("not created by imgsearch",)),
     ):
         server = SearchServer(
