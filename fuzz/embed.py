@@ -87,17 +87,19 @@ class Client:
         self.embed = embedder_pb2_grpc.EmbedderStub(channel).Embed
         self.raw_embed = channel.unary_unary("/imgsearch.v1.Embedder/Embed")
         self.health = health_pb2_grpc.HealthStub(channel).Check
+        model = embedder_pb2_grpc.EmbedderStub(channel).GetModel
+        self.dimension = model(embedder_pb2.GetModelRequest(), timeout=60).dimension
 
 
 CLIENT: Client | None = None
 
 
-def _check_reply(reply: embedder_pb2.EmbedResponse, images: int) -> None:
+def _check_reply(reply: embedder_pb2.EmbedResponse, images: int, dimension: int) -> None:
     if len(reply.embeddings) != images:
         raise AssertionError(f"{len(reply.embeddings)} embeddings for {images} images")
     for embedding in reply.embeddings:
         vector = np.asarray(embedding.vector, dtype=np.float32)
-        if vector.shape != (1280,) or abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
+        if vector.shape != (dimension,) or abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
             raise AssertionError(f"not a unit vector: shape {vector.shape}")
 
 
@@ -111,7 +113,7 @@ def test_one_input(data: bytes) -> None:
         else:
             request = embedder_pb2.EmbedRequest(images=data[1:].split(SEPARATOR))
             reply, images = CLIENT.embed(request, timeout=60), len(request.images)
-        _check_reply(reply, images)
+        _check_reply(reply, images, CLIENT.dimension)
     except grpc.RpcError as error:
         if error.code() not in ALLOWED:  # type: ignore[attr-defined]
             raise AssertionError(f"{error.code()}: {error.details()}") from None  # type: ignore[attr-defined]

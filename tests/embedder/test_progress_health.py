@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder.server import EmbedderServer
 from tests.embedder.images import jpeg
-from tests.fixtures.embedder import embedder_test_settings
+from tests.fixtures.embedder import default_embedding_dimension, embedder_test_settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -92,7 +92,8 @@ async def test_a_hung_forward_pass_turns_both_services_not_serving_and_back(
         assert "not making progress" in (info.value.details() or "")
         assert time.monotonic() - started < 5, "a new call waited instead of failing fast"
         # GetModel is answered from memory even now: it cannot tell a hung model.
-        assert (await stub.GetModel(embedder_pb2.GetModelRequest())).dimension == 1280
+        reply = await stub.GetModel(embedder_pb2.GetModelRequest())
+        assert reply.dimension == default_embedding_dimension()
         await _wait_for(search_channel, "imgsearch.v1.Search", NOT_SERVING, within_s=15)
         gate.set()
         assert len((await stuck).embeddings) == 1  # the hung call completes once released
