@@ -16,15 +16,15 @@ PR_SET_PDEATHSIG, so even a SIGKILLed supervisor does not leave orphans.
 Every child's output goes to `<data_dir>/logs/<name>.log`; the last lines are
 kept in memory to explain a child that dies.
 
-`python -m imgsearch.stack milvus-standalone ...` is the launcher of the real
-Milvus: it writes Milvus's configuration with the `milvus` package and then
-execs the Milvus binary, so the supervisor signals Milvus itself rather than a
-Python wrapper that would SIGKILL it after one second.
+The default Milvus is the real Milvus 2.3 standalone server
+(`imgsearch.milvus_standalone` launches it): before it is stopped, every
+collection is flushed and released, so it stops at once with everything
+acknowledged on disk (Search, stopped first, has drained its in-flight
+Inserts by then).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import ctypes.util
@@ -36,10 +36,8 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -47,6 +45,7 @@ from typing import IO, Literal
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from imgsearch import milvus_standalone
 from imgsearch.secure_stack import (
     OPEN_EMBEDDER_ENV,
     OPEN_SEARCH_ENV,
@@ -112,6 +111,12 @@ class ChildSpec:
     probe: Callable[[], bool] | None = None
     # Seconds between the stop signal and SIGKILL; None: StackConfig.stop_timeout_s.
     stop_timeout_s: float | None = None
+    # Called before the stop signal (e.g. flush storage); returns what it did, for
+    # the log, and reports its own failures the same way: the stop goes on.
+    before_stop: Callable[[], str] | None = None
+    # A regular expression: once a line matches it, a non-zero exit is a known,
+    # harmless failure after a complete shutdown, and reported as exit code 0.
+    clean_exit_line: str | None = None
 
 
 class Child:
@@ -124,6 +129,8 @@ class Child:
         self.lines: deque[str] = deque(maxlen=200)
         self.ready_match: re.Match[str] | None = None
         self._ready_regex = re.compile(spec.ready_line) if spec.ready_line else None
+        self._clean_regex = re.compile(spec.clean_exit_line) if spec.clean_exit_line else None
+        self.clean_exit_seen = False
         self._line_seen = threading.Event()
         self._log: IO[str] = self.log_path.open("a", encoding="utf-8", errors="replace")
         self._log.write(f"--- imgsearch up: starting {' '.join(spec.argv)}\n")
@@ -167,6 +174,8 @@ class Child:
                 match = self._ready_regex.search(line)
                 if match:
                     self.ready_match = match
+            if self._clean_regex is not None and self._clean_regex.search(line):
+                self.clean_exit_seen = True
             self._line_seen.set()
         # End of output: wake anyone waiting for a line, so they notice the exit.
         self._line_seen.set()
@@ -202,8 +211,21 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
+    def _before_stop(self) -> None:
+        if self.spec.before_stop is None or self.exit_code() is not None:
+            return
+        started = time.monotonic()
+        done = self.spec.before_stop()
+        self._write_log(f"before stopping: {done} in {time.monotonic() - started:.1f} s")
+
+    def _write_log(self, message: str) -> None:
+        with contextlib.suppress(ValueError):  # closed
+            self._log.write(f"--- imgsearch up: {message}\n")
+            self._log.flush()
+
     def stop(self, timeout: float) -> int:
         """Stop signal to the group, SIGKILL after `timeout`, then reap; returns the exit code."""
+        self._before_stop()
         if self.exit_code() is None:
             self._signal_group(self.spec.stop_signal)
             deadline = time.monotonic() + timeout
@@ -212,8 +234,11 @@ class Child:
         # Kill the leader if it lingers, and any member of its group still alive.
         self._signal_group(signal.SIGKILL)
         code = self.proc.wait()
-        self._exit_code = code
         self._reader.join(timeout=5)
+        if code != 0 and self.clean_exit_seen:
+            self._write_log(f"exit code {code} after a complete shutdown: counted as 0")
+            code = 0
+        self._exit_code = code
         # A reader still running means something outside the group holds the
         # pipe; it keeps the log file, so only a finished reader's is closed.
         if not self._reader.is_alive():
@@ -230,7 +255,7 @@ class StackConfig:
     host: str = "127.0.0.1"
     search_port: int = 0
     embedder_port: int = 0
-    milvus: MilvusKind = "lite"
+    milvus: MilvusKind = "standalone"
     milvus_port: int = 0
     redis_port: int = 0
     # External servers instead of starting ours.
@@ -449,36 +474,10 @@ class LocalStack:
                 )
             )
         else:
-            metrics_port = free_port()
-            secure = self.secure
-            uri = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
-            self._spawn(
-                ChildSpec(
-                    name="milvus",
-                    argv=[
-                        self.config.python,
-                        "-m",
-                        "imgsearch.stack",
-                        "milvus-standalone",
-                        "--data-dir",
-                        str(self.data_dir / "milvus-standalone"),
-                        "--port",
-                        str(port),
-                        "--metrics-port",
-                        str(metrics_port),
-                        *(["--secure-dir", str(secure.directory)] if secure else []),
-                    ],
-                    probe=lambda: (
-                        _milvus_healthz(metrics_port)
-                        and (secure is None or _milvus_secured(uri, secure))
-                    ),
-                    # Milvus 2.3.5 stops its coordinators within a second of
-                    # SIGTERM, then its query node hangs in "Query node
-                    # stop..." once a collection has been loaded; its data is
-                    # in the WAL by then, so it is not worth waiting 20 s for.
-                    stop_timeout_s=8.0,
-                )
+            spec, uri = _standalone_spec(
+                self.data_dir / "milvus-standalone", port, self.config, self.secure
             )
+            self._spawn(spec)
             return uri
         return f"http://127.0.0.1:{port}"
 
@@ -572,6 +571,53 @@ class LocalStack:
         return codes
 
 
+def _standalone_spec(
+    data_dir: Path, port: int, config: StackConfig, secure: SecureFiles | None
+) -> tuple[ChildSpec, str]:
+    """The real Milvus standalone server, flushed and released before its SIGTERM; its URI.
+
+    With `secure` (`imgsearch up --secure`) it serves TLS and requires the
+    generated root password, which the readiness probe sets on first start.
+    """
+    metrics_port = free_port()
+    uri = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if secure is None:
+            return milvus_standalone.answers(port, metrics_port)
+        return milvus_standalone.healthz(metrics_port) and _milvus_secured(uri, secure)
+
+    def flush_and_release() -> str:
+        from pymilvus.exceptions import MilvusException
+
+        options = {}
+        if secure is not None:
+            options = {"token": secure.milvus_token.read_text().strip(), "secure": True,
+                       "server_pem_path": str(secure.ca)}  # fmt: skip
+        try:
+            flushed = milvus_standalone.prepare_stop(uri, **options)
+        except (MilvusException, grpc.RpcError, OSError) as exc:
+            return f"flush failed ({type(exc).__name__}: {exc})"
+        return f"flushed and released {len(flushed)} collections"
+
+    argv = [config.python, "-m", "imgsearch.milvus_standalone", "--data-dir", str(data_dir),
+            "--port", str(port), "--metrics-port", str(metrics_port)]  # fmt: skip
+    if secure is not None:
+        argv += ["--secure-dir", str(secure.directory)]
+    spec = ChildSpec(
+        name="milvus",
+        argv=argv,
+        probe=ready,
+        before_stop=flush_and_release,
+        clean_exit_line=milvus_standalone.CLEAN_EXIT_LINE,
+        # Flushed and released, it stops within a second or two; the margin is
+        # for a loaded machine. Its write-ahead log holds acknowledged writes
+        # even if it must be killed (say, the flush failed).
+        stop_timeout_s=15.0,
+    )
+    return spec, uri
+
+
 def _tcp_accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -597,84 +643,3 @@ def _milvus_secured(uri: str, secure: SecureFiles) -> bool:
     except Exception:  # noqa: BLE001 -- not ready yet: the probe is called again
         return False
     return True
-
-
-def _milvus_healthz(metrics_port: int) -> bool:
-    """True when Milvus standalone's /healthz says OK (what the `milvus` package waits for)."""
-    url = f"http://127.0.0.1:{metrics_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=1) as reply:
-            return b"OK" in reply.read()
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def exec_milvus_standalone(
-    data_dir: Path, port: int, metrics_port: int, secure_dir: Path | None = None
-) -> None:
-    """Write the configuration of a Milvus standalone server and exec its binary.
-
-    Uses the `milvus` package's own config writer (it also picks free ports for
-    the internal components: etcd, coordinators, nodes) and its bundled
-    binary, unpacked under `data_dir/bin` on first use. With `secure_dir`
-    (`imgsearch up --secure`), Milvus serves one-way TLS with the certificate
-    issued there and requires authentication (Milvus 2.3's tlsMode 1 and
-    authorizationEnabled).
-    """
-    # Imported here: only this launcher needs the (large) `milvus` package.
-    from milvus import MilvusServerConfig, _initialize_data_files
-
-    config = MilvusServerConfig()
-    config.configs.update(data_dir=str(data_dir), proxy_port=port)
-    if secure_dir is not None:
-        # Items of the package's config template (set() ignores a value of the wrong type).
-        config.set("tls_mode", 1)
-        config.set("server_pem_path", str(secure_dir / "milvus.pem"))
-        config.set("server_key_path", str(secure_dir / "milvus-key.pem"))
-        config.set("ca_pem_path", str(secure_dir / "ca.pem"))
-        config.set("authorization_enabled", True)
-    config.resolve()
-    _initialize_data_files(config.base_data_dir)
-    binary = Path(config.base_data_dir) / "bin" / "milvus"
-    # The embedded etcd would otherwise take the fixed peer port 2380, so two
-    # Milvus servers on one machine (tests, other stacks) could not coexist.
-    etcd_client = f"http://127.0.0.1:{config.get('etcd_port')}"
-    etcd_peer = f"http://127.0.0.1:{free_port()}"
-    etcd_config = Path(config.base_data_dir) / "configs" / "embedEtcd.yaml"
-    etcd_config.write_text(
-        "name: default\n"
-        f"listen-client-urls: {etcd_client}\n"
-        f"advertise-client-urls: {etcd_client}\n"
-        f"listen-peer-urls: {etcd_peer}\n"
-        f"initial-advertise-peer-urls: {etcd_peer}\n"
-        f"initial-cluster: default={etcd_peer}\n",
-        encoding="utf-8",
-    )
-    env = {
-        **os.environ,
-        "ETCD_CONFIG_PATH": str(etcd_config),
-        "DEPLOY_MODE": "STANDALONE",
-        "METRICS_PORT": str(metrics_port),
-        "MILVUS_RUN_DIR": str(Path(config.base_data_dir) / "run"),
-        "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",
-    }
-    os.chdir(config.base_data_dir)
-    sys.stdout.flush()
-    os.execve(binary, [str(binary), "run", "standalone"], env)  # noqa: S606
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m imgsearch.stack")
-    commands = parser.add_subparsers(dest="command", required=True)
-    standalone = commands.add_parser("milvus-standalone", help="exec a Milvus standalone server")
-    standalone.add_argument("--data-dir", type=Path, required=True)
-    standalone.add_argument("--port", type=int, required=True)
-    standalone.add_argument("--metrics-port", type=int, required=True)
-    standalone.add_argument("--secure-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    secure_dir = args.secure_dir.resolve() if args.secure_dir else None
-    exec_milvus_standalone(args.data_dir.resolve(), args.port, args.metrics_port, secure_dir)
-
-
-if __name__ == "__main__":
-    main()

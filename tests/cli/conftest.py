@@ -1,7 +1,7 @@
 """Fixtures for the CLI tests: a real local stack started with `imgsearch up`, once per session.
 
-The stack is exactly what a user runs: `imgsearch up` starts a Milvus Lite
-server, redis-server, the Embedder (real weights) and the Search service as
+The stack is exactly what a user runs: `imgsearch up` starts the default
+Milvus (the Milvus 2.3 standalone server), redis-server, the Embedder (real weights) and the Search service as
 child processes; the tests find the Search address from its
 `search listening on HOST:PORT` line and drive it with the `imgsearch`
 command, as a script would.
@@ -69,7 +69,7 @@ def run_cli(args: Sequence[str], address: str | None, cwd: Path | None = None) -
 
 @pytest.fixture(scope="session")
 def stack_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Search address of a local stack started by `imgsearch up` (Milvus Lite server)."""
+    """Search address of a local stack started by `imgsearch up` (its default Milvus)."""
     child, address = start_up(tmp_path_factory.mktemp("stack"))
     try:
         yield address

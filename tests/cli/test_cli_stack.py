@@ -1,4 +1,4 @@
-"""The `imgsearch` command against a real local stack (Milvus Lite, Redis, Embedder, Search)."""
+"""The `imgsearch` command against a real local stack started by `imgsearch up`."""
 
 from __future__ import annotations
 

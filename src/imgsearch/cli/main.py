@@ -524,8 +524,13 @@ def up_command(
         ".imgsearch"
     ),
     milvus: Annotated[
-        str, typer.Option("--milvus", help="'lite' (Milvus Lite server) or 'standalone'.")
-    ] = "lite",
+        str,
+        typer.Option(
+            "--milvus",
+            help="'standalone' (the Milvus 2.3 server, fast at any size) or 'lite' (Milvus Lite:"
+            " slow past a few thousand images).",
+        ),
+    ] = "standalone",
     milvus_uri: Annotated[
         str | None, typer.Option("--milvus-uri", help="Use this Milvus instead of starting one.")
     ] = None,
