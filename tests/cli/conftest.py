@@ -1,10 +1,10 @@
 """Fixtures for the CLI tests: a real local stack started with `imgsearch up`, once per session.
 
 The stack is exactly what a user runs: `imgsearch up` starts the default
-Milvus (the Milvus 2.3 standalone server), redis-server, the Embedder (real weights) and the Search service as
-child processes; the tests find the Search address from its
-`search listening on HOST:PORT` line and drive it with the `imgsearch`
-command, as a script would.
+Milvus (the Milvus 2.3 standalone server), redis-server, the Embedder (real
+weights) and the Search service as child processes; the tests find the
+Search address from its `search listening on HOST:PORT` line and drive it
+with the `imgsearch` command, as a script would.
 """
 
 from __future__ import annotations
