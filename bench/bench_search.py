@@ -657,17 +657,22 @@ def milvus_alone(milvus_uri: str, bases: np.ndarray, args: argparse.Namespace, r
         indexed = _pymilvus_latency(client, name, queries[args.queries : 2 * args.queries])
         recall_queries = queries[2 * args.queries :]
         truth = exact_top10(recall_queries, vectors)
-        params = {"metric_type": "COSINE", "params": {"ef": 128}}
-        found = client.search(name, data=recall_queries.tolist(), limit=10, search_params=params)
-        recall = np.mean(
-            [len({hit["id"] for hit in hits} & set(t.tolist())) / 10
-             for hits, t in zip(found, truth, strict=True)]
-        )  # fmt: skip
+        by_ef = {}
+        for ef in args.ef:  # HNSW ef: recall against time
+            latency = _pymilvus_latency(client, name, queries[args.queries : 2 * args.queries], ef)
+            params = {"metric_type": "COSINE", "params": {"ef": ef}}
+            found = client.search(name, data=recall_queries.tolist(), limit=10,
+                                  search_params=params)  # fmt: skip
+            recall = np.mean(
+                [len({hit["id"] for hit in hits} & set(t.tolist())) / 10
+                 for hits, t in zip(found, truth, strict=True)]
+            )  # fmt: skip
+            by_ef[str(ef)] = {**latency, "recall_at_10": round(float(recall), 4)}
         client.drop_collection(name)
     finally:
         client.close()
     return {"load_s": load_s, "right_after_load": after, "flush_and_index_s": index_s,
-            "indexed": indexed, "recall_at_10": round(float(recall), 4)}  # fmt: skip
+            "indexed": indexed, "by_ef": by_ef}  # fmt: skip
 
 
 def synthetic_any(bases: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -685,8 +690,8 @@ def synthetic_any(bases: np.ndarray, count: int, rng: np.random.Generator) -> np
     return out
 
 
-def _pymilvus_latency(client: Any, name: str, queries: np.ndarray) -> dict:
-    params = {"metric_type": "COSINE", "params": {"ef": 128}}
+def _pymilvus_latency(client: Any, name: str, queries: np.ndarray, ef: int = 128) -> dict:
+    params = {"metric_type": "COSINE", "params": {"ef": ef}}
     client.search(name, data=[queries[0].tolist()], limit=10, search_params=params)
     times = []
     for query in queries:
@@ -782,11 +787,14 @@ def _targets(d: dict, largest: int) -> list[tuple[str, str, bool]]:
 def _dimension_rows(d: dict) -> list[str]:
     rows = []
     for dimension, f in d.get("dimensions", {}).items():
-        a, i = f["right_after_load"], f["indexed"]
+        a = f["right_after_load"]
+        by_ef = " | ".join(
+            f"{e['client_p50_ms']} / {e['client_p99_ms']} ms, {e['recall_at_10']}"
+            for e in f["by_ef"].values()
+        )
         rows.append(
-            f"| {dimension} | {a['client_p50_ms']} / {a['client_p99_ms']} |"
-            f" {i['client_p50_ms']} / {i['client_p99_ms']} | {f['flush_and_index_s']} s |"
-            f" {f['recall_at_10']} |"
+            f"| {dimension} | {a['client_p50_ms']} / {a['client_p99_ms']} ms |"
+            f" {f['flush_and_index_s']} s | {by_ef} |"
         )
     return rows
 
@@ -836,11 +844,12 @@ def report(result: dict, args: argparse.Namespace) -> str:
             "",
             f"Milvus standalone alone (pymilvus client in the benchmark, no service),"
             f" {args.dimension_vectors:,} synthetic vectors per dimension (the real"
-            " embeddings projected to it), HNSW M=16, ef=128, serial:",
+            " embeddings projected to it), HNSW M=16, efConstruction=200, serial:",
             "",
-            "| Dimension | right after loading p50 / p99 ms | indexed p50 / p99 ms |"
-            " flush + index build | recall@10 |",
-            "|---|---|---|---|---|",
+            "| Dimension | right after loading p50 / p99 | flush + index build | "
+            + " | ".join(f"indexed, ef={ef}: p50 / p99, recall@10" for ef in args.ef)
+            + " |",
+            "|---|---|---|" + "---|" * len(args.ef),
             *_dimension_rows(d),
         ]
     lines += ["", "```json", json.dumps(result), "```"]
@@ -877,6 +886,12 @@ def main() -> None:
         help="Milvus alone at these ('' skips)",
     )
     parser.add_argument("--dimension-vectors", type=int, default=100_000)
+    parser.add_argument(
+        "--ef",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[64, 128, 256],
+        help="HNSW ef values of the dimension runs",
+    )
     parser.add_argument("--skip-lite", action="store_true", help="leave Milvus Lite out")
     parser.add_argument(
         "--milvus-lite-binary",
