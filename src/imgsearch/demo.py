@@ -1,7 +1,8 @@
 """`make demo`: the local stack on sample data that exists offline, with visual results.
 
-1. Starts the local stack (Milvus Lite server, Redis, Embedder, Search) under
-   `.imgsearch/demo/`, wiped first so every run starts from the same state.
+1. Starts the local stack as `imgsearch up` does (Milvus standalone, Redis,
+   Embedder, Search) under `.imgsearch/demo/`, wiped first so every run
+   starts from the same state.
 2. Writes the sample collection to `demo/images/`: the photos shipped with
    scikit-image (`skimage.data`) and a class-balanced sample of the
    Fashion-MNIST training set (Debian's `dataset-fashion-mnist`), and ingests
@@ -313,8 +314,7 @@ def class_precision(
         buffer = io.BytesIO()
         Image.fromarray(test_images[index]).save(buffer, format="PNG")
         started = time.perf_counter()
-        # No filter: the whole collection (photos too) competes, and a filtered
-        # search costs Milvus Lite ~7x more (measured: 139 ms against 18 ms).
+        # No filter: the whole collection (photos too) competes.
         result = client.search(buffer.getvalue(), k=k)
         latency += time.perf_counter() - started
         expected = FASHION_CLASSES[test_labels[index]]
@@ -429,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
     )
     say(f"  {len(photos)} skimage.data photos, {fashion_count} Fashion-MNIST images")
 
-    say(f"starting the local stack (Milvus Lite, Redis, Embedder, Search) in {data_dir}")
+    say(f"starting the local stack (Milvus, Redis, Embedder, Search) in {data_dir}")
     stack = LocalStack(
         StackConfig(data_dir=data_dir, startup_timeout_s=240),
         announce=lambda message: say(f"  {message}"),
