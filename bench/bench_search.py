@@ -320,7 +320,13 @@ def embedder_alone(address: str, images: list[bytes]) -> tuple[float, np.ndarray
         stub = embedder_pb2_grpc.EmbedderStub(channel)
 
         def embed(batch: list[bytes]) -> np.ndarray:
-            reply = stub.Embed(embedder_pb2.EmbedRequest(images=batch), timeout=600)
+            for attempt in range(5):
+                try:
+                    reply = stub.Embed(embedder_pb2.EmbedRequest(images=batch), timeout=600)
+                    break
+                except grpc.RpcError as exc:  # the server recycles connections (max age)
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                        raise
             return np.asarray([list(e.vector) for e in reply.embeddings], dtype=np.float32)
 
         embed(batches[0][:4])  # warm
