@@ -3,7 +3,7 @@
 Milvus standalone takes a minute or more to start on 2 cores, so this runs in
 `make test-secure-standalone`, not in `make test` (set
 IMGSEARCH_TEST_SECURE_STANDALONE=1 to run it with pytest directly). Milvus
-Lite's server, the default of `imgsearch up`, has neither TLS nor
+Lite's server (`imgsearch up --milvus lite`) has neither TLS nor
 authentication (docs/security.md).
 """
 
