@@ -235,10 +235,13 @@ def vector_latency(running: RunningStack, queries: np.ndarray) -> dict:
 
     client_ms = []
     with search_stub(running.address) as stub:
-        request = search_pb2.SearchRequest(vector=search_pb2.Vector(values=queries[0]), top_k=10)
-        stub.Search(request, timeout=120)  # warm the channel
-        running.log.mark()
         errors: dict[str, int] = {}
+        request = search_pb2.SearchRequest(vector=search_pb2.Vector(values=queries[0]), top_k=10)
+        try:
+            stub.Search(request, timeout=120)  # warm the channel
+        except grpc.RpcError as exc:
+            errors[exc.code().name] = 1
+        running.log.mark()
         for query in queries[1:]:
             request = search_pb2.SearchRequest(vector=search_pb2.Vector(values=query), top_k=10)
             started = time.perf_counter()
@@ -444,10 +447,15 @@ def measure_at_sizes(
     sizes: list[int],
     queries: int,
     load: Callable[[int, int], None] | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> dict:
-    """Grow the collection to each of SIZES; latency right after the bulk load and indexed."""
+    """Grow the collection to each of SIZES; latency right after the bulk load and indexed.
+
+    Figures go into `figures` (a new dict by default) as they are measured, so
+    a caller keeps those taken before a failure.
+    """
     info = collection_info(running.address)
-    figures: dict[str, Any] = {}
+    figures = {} if figures is None else figures
     cursor = 0  # next query vector: never reuse one (the cache would answer)
 
     def next_queries() -> np.ndarray:
@@ -582,6 +590,8 @@ def vectors_for(
 def other_backend(
     name: str, args: argparse.Namespace, workdir: Path, data: Vectors, **stack_options: Any
 ) -> dict:
+    import grpc
+
     say(f"{name}: start")
     running = start_stack(workdir / f"stack-{name}", **stack_options)
     result: dict[str, Any] = {"start_first_s": running.start_s}
@@ -590,7 +600,11 @@ def other_backend(
         queries = args.lite_queries if name.startswith("lite") else args.queries
         recall = data.recall_queries[: args.lite_queries * 2 if name.startswith("lite") else None]
         subset = Vectors(data.ids, data.vectors, data.queries, recall, data.real_counts)
-        result["sizes"] = measure_at_sizes(running, subset, args.sizes, queries)
+        result["sizes"] = {}
+        measure_at_sizes(running, subset, args.sizes, queries, figures=result["sizes"])
+    except grpc.RpcError as exc:  # e.g. Lite's first search after a bulk load: past deadline
+        result["error"] = f"{exc.code().name}: {exc.details()}"
+        say(f"  {name}: stopped by {result['error']}")
     finally:
         result["stop_s"] = stop_stack(running)
     return result
@@ -766,10 +780,14 @@ def _latency_rows(result: dict) -> list[str]:
     for key, label in BACKENDS.items():
         if key not in result:
             continue
-        if "error" in result[key]:
+        if "error" in result[key] and not result[key].get("sizes"):
             rows.append(f"| {label} | – | cannot run: {result[key]['error']} | | | |")
             continue
         for size in result["sizes"]:
+            if str(size) not in result[key]["sizes"]:
+                error = result[key].get("error", "not measured")
+                rows.append(f"| {label} | {size:,} | stopped: {error} | | | |")
+                continue
             figures = result[key]["sizes"][str(size)]
             for state, name in (("right_after_load", "right after the bulk ingest"),
                                 ("indexed", "flushed and indexed")):  # fmt: skip
@@ -833,6 +851,7 @@ def report(result: dict, args: argparse.Namespace) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {result['machine']} (1-minute load average"
         f" {result['load_average_1m_start']} at the start, {result.get('load_average_1m_end')}"
         " at the end). Reproduce with `make bench-search`; `bench/bench_search.py` says how.",
+        *([f"Note: {result['note']}."] if result.get("note") else []),
         "",
         f"Collection: {d['dimension']}-d vectors of `{d['model']}`, {d['index']}. The first"
         f" {d['ingest_images']:,} items are Fashion-MNIST training images ingested with"
