@@ -381,7 +381,7 @@ def image_query_latency(running: RunningStack, images: list[bytes]) -> dict:
         misses = [timed(stub, image) for image in images]
         miss_server = running.log.durations("/Search")
         running.log.mark()
-        hits = [timed(stub, images[i % 20]) for i in range(200)]
+        hits = [timed(stub, images[i % min(20, len(images))]) for i in range(200)]
         hit_server = running.log.durations("/Search")
     assert not any(cached for _, cached in misses), "a never-seen image was a cache hit"
     assert all(cached for _, cached in hits), "a repeated image missed the cache"
