@@ -78,7 +78,7 @@ bench: bench-embedder bench-search ## Run every benchmark and update docs/benchm
 bench-embedder: setup ## Benchmark the model alone and the Embedder service under concurrency
 	$(PY) bench/bench_embedder.py
 
-bench-search: setup ## Benchmark recall, QPS, cache and Insert throughput against Milvus
+bench-search: setup ## Search latency at 10k and 100k items per Milvus back end, recall, ingest, start and stop
 	$(PY) bench/bench_search.py
 
 soak: setup ## Mixed Insert/Search/Delete against `imgsearch up` for SOAK_SECONDS (600); update docs/benchmarks.md
