@@ -649,17 +649,22 @@ def dimension_sweep(
     """Milvus alone (pymilvus, serial) at `args.dimension_vectors` synthetic vectors per dimension.
 
     Vectors of a lower dimension come from the real embeddings by a random
-    orthonormal projection (what a whitening/PCA projection does to their cost).
+    orthonormal projection (what a whitening/PCA projection does to their cost),
+    of a higher one by a random isometric embedding.
     """
     figures = {}
     for dimension in args.dimensions:
         say(f"  Milvus alone, {args.dimension_vectors:,} vectors of {dimension} dimensions")
-        if dimension == real.shape[1]:
+        served = real.shape[1]
+        if dimension == served:
             bases = real
-        else:
-            basis, _ = np.linalg.qr(rng.normal(size=(real.shape[1], dimension)))
+        elif dimension < served:  # a random orthonormal projection down
+            basis, _ = np.linalg.qr(rng.normal(size=(served, dimension)))
             projected = real @ basis.astype(np.float32)
             bases = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+        else:  # an isometric embedding up: the same geometry, the cost of `dimension`
+            basis, _ = np.linalg.qr(rng.normal(size=(dimension, served)))
+            bases = real @ basis.T.astype(np.float32)
         figures[str(dimension)] = milvus_alone(milvus_uri, bases, args, rng)
         say(f"  {dimension}: {figures[str(dimension)]}")
     return figures
