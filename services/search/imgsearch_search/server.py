@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -40,6 +41,7 @@ from imgsearch_search.outbound import check_outbound_settings, embedder_channel_
 from imgsearch_search.service import SearchService
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore
+from imgsearch_search.thumbnails import ThumbnailMaker, ThumbnailSpec
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +75,16 @@ class SearchServer:
             embedder_channel_security(settings),
         )
         self.store = MilvusStore(settings, dependency_metrics)
+        self.thumbnails = ThumbnailMaker(
+            ThumbnailSpec(
+                max_side=settings.thumbnail_max_side,
+                max_bytes=settings.thumbnail_max_bytes,
+                image_format=settings.thumbnail_format,
+                quality=settings.thumbnail_quality,
+                max_image_pixels=settings.thumbnail_max_image_pixels,
+            ),
+            settings.thumbnail_workers,
+        )
         self._cache_metrics = CacheMetrics(self.registry)
         self._query_metrics = QueryMetrics(self.registry)
         self.cache: QueryCache | None = None  # needs the model name: made in connect()
@@ -126,7 +138,12 @@ class SearchServer:
                 self.settings, namespace, collection.fingerprint, self._cache_metrics
             )
         self.servicer = SearchService(
-            self.settings, self.embedder, self.store, self.cache, self._query_metrics
+            self.settings,
+            self.embedder,
+            self.store,
+            self.cache,
+            self._query_metrics,
+            self.thumbnails,
         )
         self.servicer.ready = True
 
@@ -208,6 +225,7 @@ class SearchServer:
         await self.security.stop()
         await self.embedder.close()
         await self.store.close()
+        self.thumbnails.close()
         if self.cache is not None:
             await self.cache.close()
         if self.metrics_server is not None:
@@ -256,6 +274,17 @@ class _DeferredService(search_pb2_grpc.SearchServicer):
         self, request: search_pb2.StatsRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.StatsResponse:
         return await self._target().Stats(request, context)
+
+    async def List(
+        self, request: search_pb2.ListRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.ListResponse:
+        return await self._target().List(request, context)
+
+    async def FindDuplicates(
+        self, request: search_pb2.FindDuplicatesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[search_pb2.FindDuplicatesResponse]:
+        async for message in self._target().FindDuplicates(request, context):
+            yield message
 
 
 async def serve(settings: SearchSettings) -> int:

@@ -1,4 +1,7 @@
-"""The Search gRPC servicer: Insert (Embed+Insert), Search, Get, Delete and Stats.
+"""The Search gRPC servicer: Insert (Embed+Insert), Search, Get, Delete, Stats, List and more.
+
+List and FindDuplicates are implemented in their own modules (`browse`,
+`duplicates`); thumbnails are made at Insert by `thumbnails`.
 
 Handlers validate at the boundary and raise `imgsearch.common.errors` types;
 the server interceptor turns those into statuses. Dependencies (Embedder,
@@ -8,10 +11,13 @@ Milvus, Redis) are reached through `EmbedderClient`, `MilvusStore` and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +32,15 @@ from imgsearch.common.errors import (
     UnavailableError,
 )
 from imgsearch.v1 import search_pb2, search_pb2_grpc
+from imgsearch_search.browse import Browser
 from imgsearch_search.cache import QueryCache
+from imgsearch_search.duplicates import DuplicateFinder
 from imgsearch_search.embedder_client import Deadline, EmbedderClient
+from imgsearch_search.items import stored_item
 from imgsearch_search.metrics import QueryMetrics
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore, ScoredRow
+from imgsearch_search.thumbnails import ThumbnailMaker, to_stored
 from imgsearch_search.validation import (
     LabelFilter,
     check_id,
@@ -40,6 +50,8 @@ from imgsearch_search.validation import (
     content_id,
     parse_filter,
 )
+
+_log = logging.getLogger(__name__)
 
 # Milvus refuses searches for more hits than this.
 MILVUS_MAX_TOP_K = 16384
@@ -65,6 +77,32 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return (wide / np.linalg.norm(wide)).astype(np.float32)
 
 
+def _attach_thumbnails(
+    rows: list[dict[str, Any]],
+    made: dict[int, bytes | ImgsearchError],
+    ids: list[str],
+    enabled: bool,
+) -> dict[str, str]:
+    """Put each row's thumbnail text in it; returns a warning per id stored without one.
+
+    An item whose thumbnail cannot be made is still stored (the Embedder
+    accepted its image, so search works): its thumbnail is empty, and its
+    ItemResult says why, so nothing is lost silently.
+    """
+    if not enabled:
+        return {}
+    by_id = {ids[index]: result for index, result in made.items()}
+    warnings: dict[str, str] = {}
+    for row in rows:
+        result = by_id.get(row["id"], b"")
+        if isinstance(result, ImgsearchError):
+            warnings[row["id"]] = f"stored without a thumbnail: {result.message}"
+            _log.warning("no thumbnail", extra={"id": row["id"][:80], "reason": result.message})
+            result = b""
+        row["thumbnail"] = to_stored(result)
+    return warnings
+
+
 def _hit(row: ScoredRow) -> search_pb2.Hit:
     # Cosine similarity of unit vectors can come back a hair outside [-1, 1].
     return search_pb2.Hit(
@@ -82,12 +120,16 @@ class SearchService(search_pb2_grpc.SearchServicer):
         store: MilvusStore,
         cache: QueryCache,
         metrics: QueryMetrics,
+        thumbnails: ThumbnailMaker,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._embedder = embedder
         self._store = store
         self._cache = cache
+        self._thumbnails = thumbnails
+        self._browser = Browser(store)
+        self._duplicates = DuplicateFinder(settings, store)
         self.ready = False  # set by the server once the collection and Embedder are known
 
     def _require_ready(self) -> None:
@@ -144,6 +186,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
             first_index[item_id] = index
 
         valid = [index for index in range(len(items)) if index not in failures]
+        # Thumbnails are made on worker threads while the Embedder works.
+        thumbnailing = asyncio.ensure_future(
+            self._thumbnails.make_each([items[i].image for i in valid] if info.thumbnails else [])
+        )
         digests = {index: hashlib.sha256(items[index].image).hexdigest() for index in valid}
         vectors: dict[int, np.ndarray] = {}
         known = await self._cache.get_embeddings([digests[i] for i in valid], info.dimension)
@@ -179,6 +225,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
             for index in valid
             if index in vectors
         ]
+        warnings = _attach_thumbnails(
+            rows, dict(zip(valid, await thumbnailing, strict=False)), ids, info.thumbnails
+        )
         if rows:
             await self._store.upsert(rows, deadline.timeout())
             await self._cache.invalidate()
@@ -187,7 +236,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
         for index, item_id in enumerate(ids):
             failure = failures.get(index)
             if failure is None:
-                results_pb.append(search_pb2.ItemResult(id=item_id, code=0))
+                results_pb.append(
+                    search_pb2.ItemResult(id=item_id, code=0, message=warnings.get(item_id, ""))
+                )
             else:
                 results_pb.append(
                     search_pb2.ItemResult(
@@ -336,23 +387,16 @@ class SearchService(search_pb2_grpc.SearchServicer):
         self._require_ready()
         ids = check_ids(request.ids)
         deadline = self._deadline(context, self._settings.milvus_timeout_s)
-        found = await self._store.get(ids, request.include_vectors, deadline.timeout())
+        found = await self._store.get(
+            ids, request.include_vectors, deadline.timeout(), request.include_thumbnails
+        )
         response = search_pb2.GetResponse()
         for item_id in ids:
             row = found.get(item_id)
             if row is None:
                 response.missing_ids.append(item_id)
                 continue
-            response.items.append(
-                search_pb2.StoredItem(
-                    id=row.id,
-                    uri=row.uri,
-                    labels=row.labels,
-                    content_sha256=row.content_sha256,
-                    model=row.model,
-                    vector=row.vector or [],
-                )
-            )
+            response.items.append(stored_item(row))
         return response
 
     async def Delete(
@@ -385,3 +429,19 @@ class SearchService(search_pb2_grpc.SearchServicer):
             collection=info.name,
             cache_available=self._cache.available,
         )
+
+    # --- List, FindDuplicates (imgsearch_search.browse, imgsearch_search.duplicates) -----------
+
+    async def List(
+        self, request: search_pb2.ListRequest, context: grpc.aio.ServicerContext
+    ) -> search_pb2.ListResponse:
+        self._require_ready()
+        deadline = self._deadline(context, self._settings.milvus_timeout_s)
+        return await self._browser.list(request, deadline)
+
+    async def FindDuplicates(
+        self, request: search_pb2.FindDuplicatesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[search_pb2.FindDuplicatesResponse]:
+        self._require_ready()
+        async for message in self._duplicates.find(request):
+            yield message

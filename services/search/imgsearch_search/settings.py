@@ -167,6 +167,46 @@ class SearchSettings(ServerSettings):
         4, ge=1, description="Embed calls one Insert may have in flight at once."
     )
 
+    # --- thumbnails (made at Insert, stored in Milvus)
+    thumbnail_max_side: int = Field(
+        256, ge=32, le=512, description="Longest side of a stored thumbnail, in pixels."
+    )
+    thumbnail_max_bytes: int = Field(
+        24 * 1024,
+        ge=2048,
+        le=49_000,
+        description=(
+            "Largest encoded thumbnail, in bytes (its base64 text must fit a Milvus VARCHAR)."
+        ),
+    )
+    thumbnail_format: Literal["WEBP", "JPEG"] = Field(
+        "WEBP", description="Encoding of new thumbnails."
+    )
+    thumbnail_quality: int = Field(
+        80, ge=30, le=95, description="Encoder quality of thumbnails (lowered when one is too big)."
+    )
+    thumbnail_workers: int = Field(
+        2, ge=1, le=64, description="Threads that decode images and encode thumbnails."
+    )
+    thumbnail_max_image_pixels: int = Field(
+        40_000_000,
+        ge=1024,
+        description=(
+            "Largest image (width x height) made into a thumbnail; keep it at least the"
+            " Embedder's EMBEDDER_MAX_IMAGE_PIXELS."
+        ),
+    )
+
+    # --- duplicates
+    duplicates_batch_size: int = Field(
+        128,
+        ge=1,
+        le=4096,
+        description=(
+            "Items whose neighbours one Milvus search call looks for (nq) in FindDuplicates."
+        ),
+    )
+
     # --- lifecycle and logs
     health_check_interval_s: float = Field(
         5.0,

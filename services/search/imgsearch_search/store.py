@@ -46,6 +46,7 @@ from imgsearch_search.validation import (
     MAX_ID_BYTES,
     MAX_URI_BYTES,
     ids_expression,
+    milvus_literal,
 )
 
 _log = logging.getLogger(__name__)
@@ -56,8 +57,12 @@ MODEL_PROPERTY = "imgsearch.model"
 # The Embedder's descriptor fingerprint: vectors are comparable only under the same one.
 FINGERPRINT_PROPERTY = "imgsearch.fingerprint"
 SCHEMA_PROPERTY = "imgsearch.schema"
-SCHEMA_VERSION = "1"
+# 2: the `thumbnail` field (imgsearch_search.thumbnails). A schema-1 collection
+# is served without thumbnails, with a warning that says how to re-index.
+SCHEMA_VERSION = "2"
 VECTOR_FIELD = "vector"
+THUMBNAIL_FIELD = "thumbnail"
+MAX_THUMBNAIL_CHARS = 65_535
 MAX_MODEL_BYTES = 256
 STORED_FIELDS = ("id", "uri", "labels", "content_sha256", "model")
 
@@ -72,6 +77,8 @@ class CollectionInfo:
     dimension: int
     index_type: str
     metric_type: str
+    # Whether the collection has the thumbnail field (schema 2 and later).
+    thumbnails: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class StoredRow:
     content_sha256: str
     model: str
     vector: list[float] | None
+    # The stored thumbnail's text (base64), when asked for; "" otherwise.
+    thumbnail: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,13 @@ def _row(entity: Mapping[str, Any], with_vector: bool) -> StoredRow:
         content_sha256=str(entity.get("content_sha256") or ""),
         model=str(entity.get("model") or ""),
         vector=[float(x) for x in vector] if vector is not None else None,
+        thumbnail=str(entity.get(THUMBNAIL_FIELD) or ""),
     )
+
+
+def _and(*expressions: str) -> str:
+    """Milvus expressions joined by `and` (empty ones left out)."""
+    return " and ".join(f"({e})" for e in expressions if e)
 
 
 class MilvusStore:
@@ -232,6 +247,7 @@ class MilvusStore:
         schema.add_field("labels", DataType.JSON)
         schema.add_field("content_sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("model", DataType.VARCHAR, max_length=MAX_MODEL_BYTES)
+        schema.add_field(THUMBNAIL_FIELD, DataType.VARCHAR, max_length=MAX_THUMBNAIL_CHARS)
         client.create_collection(
             name,
             schema=schema,
@@ -290,6 +306,28 @@ class MilvusStore:
             dimension=stored_dimension,
             index_type=str(index.get("index_type", "")),
             metric_type=str(index.get("metric_type", "")),
+            thumbnails=self._has_thumbnails(description),
+        )
+
+    def _has_thumbnails(self, description: Mapping[str, Any]) -> bool:
+        """Whether the collection has the thumbnail field; says how to get it when not."""
+        if any(field["name"] == THUMBNAIL_FIELD for field in description["fields"]):
+            return True
+        _log.warning(
+            "collection has no thumbnails",
+            extra={"collection": self._settings.collection, "reason": self.no_thumbnails_reason},
+        )
+        return False
+
+    @property
+    def no_thumbnails_reason(self) -> str:
+        """Why a collection without thumbnails has none, and how to re-index it."""
+        name = self._settings.collection
+        return (
+            f"collection {name!r} in {self.where} was created by an older imgsearch (schema 1,"
+            " without thumbnails); search works, but results have no pictures. To get them,"
+            " ingest the images again into a new collection (set SEARCH_COLLECTION to a new"
+            " name, run `imgsearch ingest`, then switch to it) and drop the old one"
         )
 
     def _mismatch_message(self, stored: tuple[str, str, int], served: tuple[str, str, int]) -> str:
@@ -389,13 +427,31 @@ class MilvusStore:
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits
 
+    def _fields(self, with_vectors: bool, with_thumbnails: bool) -> list[str]:
+        fields = list(STORED_FIELDS)
+        if with_vectors:
+            fields.append(VECTOR_FIELD)
+        if with_thumbnails:
+            if not self._require_info().thumbnails:
+                raise FailedPreconditionError(self.no_thumbnails_reason)
+            fields.append(THUMBNAIL_FIELD)
+        return fields
+
     async def get(
-        self, ids: Sequence[str], with_vectors: bool, timeout_s: float | None
+        self,
+        ids: Sequence[str],
+        with_vectors: bool,
+        timeout_s: float | None,
+        with_thumbnails: bool = False,
     ) -> dict[str, StoredRow]:
-        """Stored rows among `ids`, keyed by id (ids not stored are absent)."""
+        """Stored rows among `ids`, keyed by id (ids not stored are absent).
+
+        FailedPreconditionError when thumbnails are asked for and the
+        collection has none (schema 1).
+        """
         client = self._require_client()
         unique = list(dict.fromkeys(ids))
-        fields = [*STORED_FIELDS, VECTOR_FIELD] if with_vectors else list(STORED_FIELDS)
+        fields = self._fields(with_vectors, with_thumbnails)
         rows = await self._run(
             "the lookup by id",
             client.query,
@@ -460,3 +516,82 @@ class MilvusStore:
             timeout=self._timeout(timeout_s),
         )
         return int(rows[0]["count(*)"]) if rows else 0
+
+    async def page(
+        self,
+        expression: str,
+        after: str | None,
+        limit: int,
+        timeout_s: float | None,
+        *,
+        with_vectors: bool = False,
+        with_thumbnails: bool = False,
+    ) -> list[StoredRow]:
+        """Up to `limit` rows matching `expression` with ids above `after`, in ascending id order.
+
+        Keyset pagination on the primary key: Milvus has no ORDER BY, but a
+        query with a limit returns the rows of smallest primary key (Milvus
+        2.3 merges segment results by primary key; Milvus Lite sorts by it
+        when the request is marked as an iterator's, which is what pymilvus'
+        own QueryIterator relies on). The page is sorted here as well, so the
+        order never depends on a back end's merge.
+        """
+        client = self._require_client()
+        after_expression = f"id > {milvus_literal(after)}" if after is not None else ""
+        rows = await self._run(
+            "the page query",
+            client.query,
+            self._require_info().name,
+            filter=_and(after_expression, expression),
+            output_fields=self._fields(with_vectors, with_thumbnails),
+            limit=limit,
+            iterator="True",
+            timeout=self._timeout(timeout_s),
+        )
+        page = [_row(row, with_vectors) for row in rows]
+        page.sort(key=lambda row: row.id)
+        return page
+
+    async def count_matching(self, expression: str, timeout_s: float | None) -> int:
+        """Number of stored items matching `expression` (all of them when it is empty)."""
+        if not expression:
+            return await self.count(timeout_s)
+        client = self._require_client()
+        rows = await self._run(
+            "the count",
+            client.query,
+            self._require_info().name,
+            filter=expression,
+            output_fields=["count(*)"],
+            consistency_level="Strong",
+            timeout=self._timeout(timeout_s),
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    async def neighbours(
+        self,
+        vectors: Sequence[Sequence[float]],
+        top_k: int,
+        expression: str,
+        timeout_s: float | None,
+    ) -> list[list[tuple[str, float]]]:
+        """For each query vector, its top_k nearest stored items as (id, score), best first.
+
+        One Milvus call for all the vectors (nq = len(vectors)).
+        """
+        if not vectors:
+            return []
+        client = self._require_client()
+        result = await self._run(
+            "the neighbour search",
+            client.search,
+            self._require_info().name,
+            data=[list(vector) for vector in vectors],
+            anns_field=VECTOR_FIELD,
+            limit=top_k,
+            filter=expression,
+            output_fields=[],
+            search_params=self._search_params(top_k),
+            timeout=self._timeout(timeout_s),
+        )
+        return [[(str(hit["id"]), float(hit["distance"])) for hit in hits] for hits in result]

@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +49,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     The request id comes from the `x-request-id` metadata when the caller sent
     one (so it can be followed across services), else a fresh one; it is put in
     a context variable for the logs and echoed in the trailing metadata.
-    Streaming RPCs (health Watch, reflection) pass through untouched.
+    Server-streaming RPCs written as async generators (Search.FindDuplicates)
+    get the same treatment; other streaming RPCs (health Watch, reflection)
+    pass through untouched.
     """
 
     def __init__(self, metrics: RpcMetrics) -> None:
@@ -59,6 +63,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
+        if handler is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            return self._observe_stream(handler, handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
@@ -107,6 +113,54 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # INVALID_ARGUMENT rather than gRPC's own UNKNOWN.
         return grpc.unary_unary_rpc_method_handler(
             observed, request_deserializer=None, response_serializer=handler.response_serializer
+        )
+
+    def _observe_stream(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """The same for a server-streaming handler written as an async generator."""
+        method = details.method
+        incoming = dict(details.invocation_metadata or ())
+        behaviour = handler.unary_stream
+        metrics = self._metrics
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            request_id = str(incoming.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+            token = request_id_var.set(request_id)
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                async for message in behaviour(request, context):
+                    yield message
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:  # noqa: BLE001 -- the one place exceptions become statuses
+                code, message = status_for(exc)
+                if not isinstance(exc, ImgsearchError):
+                    _log.exception("unhandled error in %s", method)
+                trailers = ((REQUEST_ID_HEADER, request_id), *retry_metadata(exc))
+                await context.abort(code, message, trailing_metadata=trailers)
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.requests.labels(method, code.name).inc()
+                metrics.latency.labels(method).observe(elapsed)
+                _access_log.info(
+                    "rpc",
+                    extra={"method": method, "code": code.name,
+                           "duration_ms": round(elapsed * 1000, 3), "peer": context.peer()},
+                )  # fmt: skip
+                with contextlib.suppress(ValueError):  # finalised in another context
+                    request_id_var.reset(token)
+
+        return grpc.unary_stream_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
 
 

@@ -99,15 +99,17 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., cached: _Optional[bool] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("ids", "include_vectors")
+    __slots__ = ("ids", "include_vectors", "include_thumbnails")
     IDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     include_vectors: bool
-    def __init__(self, ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
+    include_thumbnails: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., include_vectors: _Optional[bool] = ..., include_thumbnails: _Optional[bool] = ...) -> None: ...
 
 class StoredItem(_message.Message):
-    __slots__ = ("id", "uri", "labels", "content_sha256", "model", "vector")
+    __slots__ = ("id", "uri", "labels", "content_sha256", "model", "vector", "thumbnail", "thumbnail_mime_type")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -121,13 +123,17 @@ class StoredItem(_message.Message):
     CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_MIME_TYPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     uri: str
     labels: _containers.ScalarMap[str, str]
     content_sha256: str
     model: str
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id: _Optional[str] = ..., uri: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., content_sha256: _Optional[str] = ..., model: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    thumbnail: bytes
+    thumbnail_mime_type: str
+    def __init__(self, id: _Optional[str] = ..., uri: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., content_sha256: _Optional[str] = ..., model: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., thumbnail: _Optional[bytes] = ..., thumbnail_mime_type: _Optional[str] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("items", "missing_ids")
@@ -174,3 +180,92 @@ class StatsResponse(_message.Message):
     collection: str
     cache_available: bool
     def __init__(self, item_count: _Optional[int] = ..., dimension: _Optional[int] = ..., model: _Optional[str] = ..., index_type: _Optional[str] = ..., metric_type: _Optional[str] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., collection: _Optional[str] = ..., cache_available: _Optional[bool] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("filter", "page_size", "page_token", "include_thumbnails")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
+    filter: str
+    page_size: int
+    page_token: str
+    include_thumbnails: bool
+    def __init__(self, filter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_thumbnails: _Optional[bool] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("items", "next_page_token")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[StoredItem]
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[StoredItem, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class FindDuplicatesRequest(_message.Message):
+    __slots__ = ("threshold", "filter", "max_neighbors")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    filter: str
+    max_neighbors: int
+    def __init__(self, threshold: _Optional[float] = ..., filter: _Optional[str] = ..., max_neighbors: _Optional[int] = ...) -> None: ...
+
+class DuplicatesProgress(_message.Message):
+    __slots__ = ("items_done", "items_total")
+    ITEMS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    items_done: int
+    items_total: int
+    def __init__(self, items_done: _Optional[int] = ..., items_total: _Optional[int] = ...) -> None: ...
+
+class DuplicateMember(_message.Message):
+    __slots__ = ("id", "uri", "labels", "best_score", "best_match_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BEST_MATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    uri: str
+    labels: _containers.ScalarMap[str, str]
+    best_score: float
+    best_match_id: str
+    def __init__(self, id: _Optional[str] = ..., uri: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., best_score: _Optional[float] = ..., best_match_id: _Optional[str] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("items", "min_score")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DuplicateMember]
+    min_score: float
+    def __init__(self, items: _Optional[_Iterable[_Union[DuplicateMember, _Mapping]]] = ..., min_score: _Optional[float] = ...) -> None: ...
+
+class DuplicatesSummary(_message.Message):
+    __slots__ = ("items_scanned", "groups", "items_in_groups", "elapsed_s")
+    ITEMS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_IN_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    items_scanned: int
+    groups: int
+    items_in_groups: int
+    elapsed_s: float
+    def __init__(self, items_scanned: _Optional[int] = ..., groups: _Optional[int] = ..., items_in_groups: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
+
+class FindDuplicatesResponse(_message.Message):
+    __slots__ = ("progress", "group", "summary")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    progress: DuplicatesProgress
+    group: DuplicateGroup
+    summary: DuplicatesSummary
+    def __init__(self, progress: _Optional[_Union[DuplicatesProgress, _Mapping]] = ..., group: _Optional[_Union[DuplicateGroup, _Mapping]] = ..., summary: _Optional[_Union[DuplicatesSummary, _Mapping]] = ...) -> None: ...

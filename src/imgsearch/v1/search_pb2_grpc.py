@@ -62,6 +62,16 @@ class SearchStub:
                 request_serializer=imgsearch_dot_v1_dot_search__pb2.StatsRequest.SerializeToString,
                 response_deserializer=imgsearch_dot_v1_dot_search__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.List = channel.unary_unary(
+                '/imgsearch.v1.Search/List',
+                request_serializer=imgsearch_dot_v1_dot_search__pb2.ListRequest.SerializeToString,
+                response_deserializer=imgsearch_dot_v1_dot_search__pb2.ListResponse.FromString,
+                _registered_method=True)
+        self.FindDuplicates = channel.unary_stream(
+                '/imgsearch.v1.Search/FindDuplicates',
+                request_serializer=imgsearch_dot_v1_dot_search__pb2.FindDuplicatesRequest.SerializeToString,
+                response_deserializer=imgsearch_dot_v1_dot_search__pb2.FindDuplicatesResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -116,6 +126,35 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def List(self, request, context):
+        """List pages through the stored items in ascending id order (the byte
+        order of the UTF-8 ids), optionally only those matching a filter
+        (AIP-158: page_size, an opaque page_token, next_page_token empty on the
+        last page). Each page is read when it is asked for: an item stored for
+        the whole listing is returned exactly once, and no item is ever returned
+        twice; items inserted or deleted while the listing runs may or may not
+        appear. Errors: INVALID_ARGUMENT for a bad filter or page_token (or a
+        token made for another filter); FAILED_PRECONDITION when thumbnails are
+        asked for but the collection predates them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindDuplicates(self, request, context):
+        """FindDuplicates finds groups of near-duplicate items: items whose cosine
+        similarity is at least `threshold`, joined transitively (connected
+        components), over the whole collection or the items matching a filter.
+        It streams progress messages while it scans (one per batch of items),
+        then one message per group (largest first), then a summary as the last
+        message. Cancelling the call stops the scan. Items written while it runs
+        may or may not be scanned. Errors: INVALID_ARGUMENT for a bad threshold,
+        max_neighbors or filter; UNAVAILABLE when Milvus cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +182,16 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=imgsearch_dot_v1_dot_search__pb2.StatsRequest.FromString,
                     response_serializer=imgsearch_dot_v1_dot_search__pb2.StatsResponse.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=imgsearch_dot_v1_dot_search__pb2.ListRequest.FromString,
+                    response_serializer=imgsearch_dot_v1_dot_search__pb2.ListResponse.SerializeToString,
+            ),
+            'FindDuplicates': grpc.unary_stream_rpc_method_handler(
+                    servicer.FindDuplicates,
+                    request_deserializer=imgsearch_dot_v1_dot_search__pb2.FindDuplicatesRequest.FromString,
+                    response_serializer=imgsearch_dot_v1_dot_search__pb2.FindDuplicatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,6 +332,60 @@ class Search:
             '/imgsearch.v1.Search/Stats',
             imgsearch_dot_v1_dot_search__pb2.StatsRequest.SerializeToString,
             imgsearch_dot_v1_dot_search__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/imgsearch.v1.Search/List',
+            imgsearch_dot_v1_dot_search__pb2.ListRequest.SerializeToString,
+            imgsearch_dot_v1_dot_search__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/imgsearch.v1.Search/FindDuplicates',
+            imgsearch_dot_v1_dot_search__pb2.FindDuplicatesRequest.SerializeToString,
+            imgsearch_dot_v1_dot_search__pb2.FindDuplicatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""imgsearch's HTTP/JSON gateway and web page, in front of the Search gRPC service."""

@@ -1,0 +1,108 @@
+"""Running the gateway: uvicorn on a socket bound here, so port 0 works and is announced.
+
+`serve` binds the socket first (port 0 picks a free one), starts uvicorn on
+it, and once the application has started prints one line
+`web listening on http://HOST:PORT` on stdout for supervisors and scripts
+(`imgsearch up`, tests). On SIGTERM or SIGINT, /readyz turns 503 for
+`drain_delay_s` (load balancers notice), then uvicorn stops accepting and
+gives in-flight requests `shutdown_grace_s` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from imgsearch.common.logs import configure_logging
+from imgsearch.common.metrics import start_metrics_server
+from imgsearch_web.app import create_app
+from imgsearch_web.settings import WebSettings
+
+_log = logging.getLogger(__name__)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when the host is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, but the first stop signal only turns readiness off for `drain_delay_s`."""
+
+    def __init__(self, config: uvicorn.Config, drain_delay_s: float) -> None:
+        super().__init__(config)
+        self._drain_delay_s = drain_delay_s
+        self._draining = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self._drain_delay_s <= 0 or self.loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self.config.app.state.draining = True  # type: ignore[union-attr]
+        _log.info("received %s: draining for %.1f s", signal.Signals(sig).name, self._drain_delay_s)
+        stop = super().handle_exit
+        self.loop.call_soon_threadsafe(self.loop.call_later, self._drain_delay_s, stop, sig, frame)
+
+
+async def serve(settings: WebSettings) -> int:
+    """Run the gateway until SIGTERM or SIGINT; returns the exit status."""
+    registry = CollectorRegistry()
+    app = create_app(settings, registry)
+    app.state.draining = False
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as error:
+        _log.error("cannot listen on %s:%s: %s", settings.host, settings.port, error)
+        return 1
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        server_header=False,
+    )
+    server = _DrainingServer(config, settings.drain_delay_s)
+    server.loop = asyncio.get_running_loop()
+    metrics = None
+    if settings.metrics_port is not None:
+        metrics = start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+    running = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started and not running.done():  # noqa: ASYNC110 -- uvicorn has no event
+            await asyncio.sleep(0.02)
+        if server.started:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"web listening on http://{shown}:{port}", flush=True)
+        await running
+    finally:
+        sock.close()
+        if metrics is not None:
+            metrics.close()
+    return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: settings from the environment (WEB_*) and command-line flags."""
+    settings = WebSettings(
+        _cli_parse_args=argv if argv is not None else True,
+        _cli_prog_name="python -m imgsearch_web",
+        _cli_kebab_case=True,
+    )
+    configure_logging(settings.log_level, settings.log_json)
+    sys.exit(asyncio.run(serve(settings)))
