@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -241,6 +241,9 @@ class StoredItem:
     content_sha256: str
     model: str
     vector: list[float] | None = None
+    # The stored thumbnail (WebP or JPEG) when asked for; b"" otherwise or when it has none.
+    thumbnail: bytes = b""
+    thumbnail_mime_type: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -253,6 +256,68 @@ class StoredItem:
         if self.vector is not None:
             data["vector"] = self.vector
         return data
+
+    @classmethod
+    def from_proto(cls, item: search_pb2.StoredItem, with_vector: bool = False) -> StoredItem:
+        return cls(
+            id=item.id,
+            uri=item.uri,
+            labels=dict(item.labels),
+            content_sha256=item.content_sha256,
+            model=item.model,
+            vector=list(item.vector) if with_vector else None,
+            thumbnail=item.thumbnail,
+            thumbnail_mime_type=item.thumbnail_mime_type,
+        )
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of `Client.list_items`: items in ascending id order."""
+
+    items: list[StoredItem]
+    next_page_token: str  # empty on the last page
+
+
+@dataclass(frozen=True)
+class DuplicateMember:
+    """One item of a group of near-duplicates."""
+
+    id: str
+    uri: str
+    labels: dict[str, str]
+    best_score: float  # highest similarity to another member
+    best_match_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Items linked by similarities at or above the threshold; members in id order."""
+
+    items: list[DuplicateMember]
+    min_score: float  # lowest similarity among the links found between members
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_score": self.min_score, "items": [m.to_dict() for m in self.items]}
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """What `Client.find_duplicates` found: groups (largest first) and the scan's figures."""
+
+    groups: list[DuplicateGroup]
+    items_scanned: int
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items_scanned": self.items_scanned,
+            "elapsed_s": self.elapsed_s,
+            "groups": [group.to_dict() for group in self.groups],
+        }
 
 
 @dataclass(frozen=True)
@@ -282,6 +347,24 @@ class Stats:
 
 
 _STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def _group(group: search_pb2.DuplicateGroup) -> DuplicateGroup:
+    return DuplicateGroup(
+        items=[
+            DuplicateMember(
+                id=member.id,
+                uri=member.uri,
+                labels=dict(member.labels),
+                best_score=member.best_score,
+                best_match_id=member.best_match_id,
+            )
+            for member in group.items
+        ],
+        min_score=group.min_score,
+    )
+
+
 _GET_BATCH = 1000  # the server's limit on ids per Get or Delete
 
 
@@ -294,7 +377,8 @@ class Client:
     on a loaded CPU). A deadline covers every retry of its call, and the
     service works to the caller's deadline. `max_message_bytes` bounds every
     request and reply (the service's default limit is 64 MiB); larger requests
-    raise InvalidArgumentError before anything is sent. `token`/`token_file`
+    raise InvalidArgumentError before anything is sent; `duplicates_timeout`
+    bounds a whole duplicate scan. `token`/`token_file`
     and the `tls*` arguments (each with an environment default, see
     `imgsearch.client_security`) authenticate and encrypt the calls; they
     raise `ConfigurationError` when a file cannot be used.
@@ -306,6 +390,7 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S,
+        duplicates_timeout: float = 1800.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         metadata: Sequence[tuple[str, str]] = (),
         token: str | None = None,
@@ -320,6 +405,7 @@ class Client:
         self.timeout = timeout
         self.insert_timeout = insert_timeout
         self.max_message_bytes = max_message_bytes
+        self.duplicates_timeout = duplicates_timeout
         security = client_security(
             self.address,
             token=token,
@@ -463,6 +549,7 @@ class Client:
         ids: Sequence[str],
         *,
         include_vectors: bool = False,
+        include_thumbnails: bool = False,
         timeout: float | None = None,
     ) -> GetResult:
         """Stored items by id (any number of ids; sent 1000 per call)."""
@@ -470,22 +557,104 @@ class Client:
         missing: list[str] = []
         for start in range(0, len(ids), _GET_BATCH):
             request = search_pb2.GetRequest(
-                ids=list(ids[start : start + _GET_BATCH]), include_vectors=include_vectors
+                ids=list(ids[start : start + _GET_BATCH]),
+                include_vectors=include_vectors,
+                include_thumbnails=include_thumbnails,
             )
             reply = self._call(self._stub.Get, request, timeout)
-            items.extend(
-                StoredItem(
-                    id=item.id,
-                    uri=item.uri,
-                    labels=dict(item.labels),
-                    content_sha256=item.content_sha256,
-                    model=item.model,
-                    vector=list(item.vector) if include_vectors else None,
-                )
-                for item in reply.items
-            )
+            items.extend(StoredItem.from_proto(item, include_vectors) for item in reply.items)
             missing.extend(reply.missing_ids)
         return GetResult(items=items, missing_ids=missing)
+
+    def list_items(
+        self,
+        *,
+        filter: str = "",
+        page_size: int = 50,
+        page_token: str = "",
+        include_thumbnails: bool = False,
+        timeout: float | None = None,
+    ) -> ItemPage:
+        """One page of stored items in ascending id order (at most 1000 per page).
+
+        Pass `next_page_token` back as `page_token` for the next page; it is
+        empty on the last page. Items stored for the whole listing come
+        exactly once; none comes twice, whatever is written meanwhile.
+        """
+        request = search_pb2.ListRequest(
+            filter=filter,
+            page_size=page_size,
+            page_token=page_token,
+            include_thumbnails=include_thumbnails,
+        )
+        reply = self._call(self._stub.List, request, timeout)
+        return ItemPage(
+            items=[StoredItem.from_proto(item) for item in reply.items],
+            next_page_token=reply.next_page_token,
+        )
+
+    def iter_items(
+        self, *, filter: str = "", page_size: int = 500, timeout: float | None = None
+    ) -> Iterator[StoredItem]:
+        """Every stored item (matching `filter`), in ascending id order, page by page."""
+        token = ""
+        while True:
+            page = self.list_items(
+                filter=filter, page_size=page_size, page_token=token, timeout=timeout
+            )
+            yield from page.items
+            token = page.next_page_token
+            if not token:
+                return
+
+    def thumbnails(
+        self, ids: Sequence[str], *, timeout: float | None = None
+    ) -> dict[str, tuple[bytes, str]]:
+        """Stored thumbnails by id: (encoded image, media type); ids without one are absent."""
+        found = self.get(ids, include_thumbnails=True, timeout=timeout)
+        return {
+            item.id: (item.thumbnail, item.thumbnail_mime_type)
+            for item in found.items
+            if item.thumbnail
+        }
+
+    def find_duplicates(
+        self,
+        *,
+        threshold: float = 0.0,
+        filter: str = "",
+        max_neighbors: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+        timeout: float | None = None,
+    ) -> Duplicates:
+        """Groups of near-duplicate items (cosine similarity >= threshold; 0 means 0.95).
+
+        `progress(items_done, items_total)` is called as the scan advances.
+        `timeout` bounds the whole scan (default `duplicates_timeout`).
+        """
+        request = search_pb2.FindDuplicatesRequest(
+            threshold=threshold, filter=filter, max_neighbors=max_neighbors
+        )
+        groups: list[DuplicateGroup] = []
+        summary = search_pb2.DuplicatesSummary()
+        try:
+            for message in self._stub.FindDuplicates(
+                request,
+                timeout=self.duplicates_timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            ):
+                kind = message.WhichOneof("event")
+                if kind == "progress" and progress is not None:
+                    progress(message.progress.items_done, message.progress.items_total)
+                elif kind == "group":
+                    groups.append(_group(message.group))
+                elif kind == "summary":
+                    summary = message.summary
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.address) from None
+        return Duplicates(
+            groups=groups, items_scanned=summary.items_scanned, elapsed_s=summary.elapsed_s
+        )
 
     def delete(self, ids: Sequence[str], *, timeout: float | None = None) -> int:
         """Delete items by id; returns how many were stored. Unknown ids are not an error."""

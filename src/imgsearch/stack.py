@@ -1,9 +1,10 @@
 """Process supervisor behind `imgsearch up`: the whole stack on one machine.
 
 `LocalStack` starts a Milvus server (Milvus Lite's server or the real Milvus
-standalone from PyPI `milvus`), a `redis-server`, the Embedder and the Search
-service, each as a separate child process in its own process group, and waits
-until each one answers (Redis PING, Milvus health, gRPC health SERVING).
+standalone from PyPI `milvus`), a `redis-server`, the Embedder, the Search
+service and the web gateway, each as a separate child process in its own
+process group, and waits until each one answers (Redis PING, Milvus health,
+gRPC health SERVING, the gateway's /readyz).
 
 Why process groups: a child may have children of its own, and Ctrl-C in a
 terminal must reach only the supervisor, which then stops the services in
@@ -36,6 +37,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -255,6 +258,7 @@ class StackConfig:
     host: str = "127.0.0.1"
     search_port: int = 0
     embedder_port: int = 0
+    web_port: int = 0
     milvus: MilvusKind = "standalone"
     milvus_port: int = 0
     redis_port: int = 0
@@ -280,6 +284,7 @@ class StackAddresses:
     milvus_uri: str
     redis_url: str
     log_dir: Path
+    web: str = ""  # the gateway's base URL, http://HOST:PORT
     # With `secure`: where the CA, certificates and tokens are.
     secure: SecureFiles | None = None
 
@@ -376,6 +381,7 @@ class LocalStack:
         search_address = f"{connect_host}:{search.ready_match.group(2)}"
         self._wait_grpc_serving(search, search_address, deadline)
 
+        web_url = self._start_web(search_address, deadline)
         self.addresses = StackAddresses(
             search=search_address,
             embedder=embedder_address,
@@ -383,6 +389,7 @@ class LocalStack:
             redis_url=redis_url,
             log_dir=self.log_dir,
             secure=self.secure,
+            web=web_url,
         )
         return self.addresses
 
@@ -399,6 +406,40 @@ class LocalStack:
             redis_secure=self.config.redis_url is None,
             milvus_secure=self.config.milvus_uri is None and milvus_uri.startswith("https://"),
         )
+
+    def _start_web(self, search_address: str, deadline: float) -> str:
+        """The HTTP gateway and web page, in front of Search; returns its base URL."""
+        config = self.config
+        url: list[str] = []
+
+        def ready() -> bool:
+            return bool(url) and _http_ok(f"{url[0]}/readyz")
+
+        web = self._spawn(
+            ChildSpec(
+                name="web",
+                argv=[config.python, "-m", "imgsearch_web"],
+                env={
+                    "WEB_HOST": config.host,
+                    "WEB_PORT": str(config.web_port),
+                    "WEB_METRICS_HOST": "127.0.0.1",
+                    "WEB_METRICS_PORT": "0",
+                    "WEB_SEARCH_ADDRESS": search_address,
+                    **config.extra_env,
+                },
+                ready_line=r"web listening on http://(\S+):(\d+)",
+                probe=ready,
+            )
+        )
+        # The probe needs the port, which the ready line gives: wait for it first.
+        while web.ready_match is None:
+            self._check_any_alive()
+            if time.monotonic() > deadline:
+                raise StackError(self._timeout_message(web))
+            web.wait_line(_POLL_S)
+        url.append(f"http://{_connect_host(config.host)}:{web.ready_match.group(2)}")
+        self._wait_ready(web, deadline)
+        return url[0]
 
     def _spawn(self, spec: ChildSpec) -> Child:
         self.announce(f"starting {spec.name}")
@@ -643,3 +684,13 @@ def _milvus_secured(uri: str, secure: SecureFiles) -> bool:
     except Exception:  # noqa: BLE001 -- not ready yet: the probe is called again
         return False
     return True
+
+
+def _http_ok(url: str) -> bool:
+    """True when a GET of `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 -- our own http URL
+            return bool(reply.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from imgsearch.v1 import search_pb2
+from imgsearch_search import store as store_module
 from tests.search.conftest import SearchUnderTest
 
 pytestmark = pytest.mark.slow
@@ -74,7 +75,9 @@ async def _list_all(
             await between_pages()
 
 
-async def test_list_pages_through_1000_items_once_each_in_id_order(search: SearchUnderTest):
+async def test_list_pages_through_1000_items_once_each_in_id_order(
+    search: SearchUnderTest, monkeypatch: pytest.MonkeyPatch
+):
     ids = _ids(1000, "item", seed=1)
     await _seed(search, ids[:500], seed=1)
     # Sealed segments as well as growing ones (Milvus standalone keeps them apart).
@@ -85,6 +88,11 @@ async def test_list_pages_through_1000_items_once_each_in_id_order(search: Searc
     listed = [item_id for page in pages for item_id in page]
     assert listed == sorted(ids)
     assert [len(page) for page in pages] == [97] * 10 + [30]
+    # A collection larger than the id sample: pages are bounded by a sample, then exact.
+    monkeypatch.setattr(store_module, "PAGE_SAMPLE", 150)
+    pages = await _list_all(search, page_size=97)
+    assert [item_id for page in pages for item_id in page] == sorted(ids)
+    monkeypatch.undo()
 
     # Exactly a page's worth left: the last page is full and has no token.
     assert [len(page) for page in await _list_all(search, page_size=500)] == [500, 500]
@@ -100,8 +108,12 @@ async def test_list_pages_through_1000_items_once_each_in_id_order(search: Searc
     assert not everything.next_page_token
 
 
-async def test_list_under_concurrent_inserts_and_deletes(search: SearchUnderTest):
+@pytest.mark.parametrize("sample", [16_384, 200], ids=["one query a page", "sampled"])
+async def test_list_under_concurrent_inserts_and_deletes(
+    search: SearchUnderTest, monkeypatch: pytest.MonkeyPatch, sample: int
+):
     """Items stored throughout come exactly once; nothing comes twice; order holds."""
+    monkeypatch.setattr(store_module, "PAGE_SAMPLE", sample)
     stable = _ids(1000, "stable", seed=3)
     doomed = _ids(200, "doomed", seed=4)
     await _seed(search, stable + doomed, seed=5)

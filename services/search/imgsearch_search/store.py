@@ -63,6 +63,8 @@ SCHEMA_VERSION = "2"
 VECTOR_FIELD = "vector"
 THUMBNAIL_FIELD = "thumbnail"
 MAX_THUMBNAIL_CHARS = 65_535
+# Ids read at once to find a page (Milvus refuses a query limit above 16,384).
+PAGE_SAMPLE = 16_384
 MAX_MODEL_BYTES = 256
 STORED_FIELDS = ("id", "uri", "labels", "content_sha256", "model")
 
@@ -529,28 +531,66 @@ class MilvusStore:
     ) -> list[StoredRow]:
         """Up to `limit` rows matching `expression` with ids above `after`, in ascending id order.
 
-        Keyset pagination on the primary key: Milvus has no ORDER BY, but a
-        query with a limit returns the rows of smallest primary key (Milvus
-        2.3 merges segment results by primary key; Milvus Lite sorts by it
-        when the request is marked as an iterator's, which is what pymilvus'
-        own QueryIterator relies on). The page is sorted here as well, so the
-        order never depends on a back end's merge.
+        Keyset pagination on the primary key: the ids of the page are found
+        first (`_smallest_ids`), then their rows are read by id.
         """
         client = self._require_client()
-        after_expression = f"id > {milvus_literal(after)}" if after is not None else ""
+        fields = self._fields(with_vectors, with_thumbnails)
+        ids = await self._smallest_ids(expression, after, limit, timeout_s)
+        if not ids:
+            return []
         rows = await self._run(
             "the page query",
             client.query,
             self._require_info().name,
-            filter=_and(after_expression, expression),
-            output_fields=self._fields(with_vectors, with_thumbnails),
-            limit=limit,
-            iterator="True",
+            filter=ids_expression(ids),
+            output_fields=fields,
+            limit=len(ids),
             timeout=self._timeout(timeout_s),
         )
         page = [_row(row, with_vectors) for row in rows]
         page.sort(key=lambda row: row.id)
         return page
+
+    async def _ids(self, expression: str, limit: int | None, timeout_s: float | None) -> list[str]:
+        client = self._require_client()
+        extra: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        rows = await self._run(
+            "the id query",
+            client.query,
+            self._require_info().name,
+            filter=expression,
+            output_fields=["id"],
+            timeout=self._timeout(timeout_s),
+            **extra,
+        )
+        return sorted(str(row["id"]) for row in rows)
+
+    async def _smallest_ids(
+        self, expression: str, after: str | None, limit: int, timeout_s: float | None
+    ) -> list[str]:
+        """The `limit` smallest ids above `after` that match `expression`, sorted.
+
+        Milvus has no ORDER BY, and a query with a limit does not return the
+        smallest primary keys on every back end (Milvus 2.3 takes each sealed
+        segment's first rows in storage order; its iterator mode, which
+        merges by primary key, may stop short of the limit), so nothing here
+        relies on the order of results: a sample of up to PAGE_SAMPLE matching
+        ids is read; when it holds fewer, it holds every match, and its
+        smallest ids are the answer. Otherwise its limit-th smallest id bounds
+        the answer from above, and a second query reads every match up to that
+        bound (about limit x matches / PAGE_SAMPLE ids when ids are spread like
+        content hashes; at worst every match), whose smallest ids are exact.
+        """
+        after_expression = f"id > {milvus_literal(after)}" if after is not None else ""
+        matching = _and(after_expression, expression)
+        sample_size = max(PAGE_SAMPLE, limit + 1)
+        sample = await self._ids(matching, sample_size, timeout_s)
+        if len(sample) < sample_size:
+            return sample[:limit]
+        bound = sample[limit - 1]
+        exact = await self._ids(_and(matching, f"id <= {milvus_literal(bound)}"), None, timeout_s)
+        return exact[:limit]
 
     async def count_matching(self, expression: str, timeout_s: float | None) -> int:
         """Number of stored items matching `expression` (all of them when it is empty)."""

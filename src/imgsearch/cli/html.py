@@ -126,3 +126,58 @@ def render_page(title: str, sections: Sequence[ResultSection], intro_html: str =
         parts.append(f'<div class="row">{"".join(figures)}</div>')
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One picture of a gallery: an <img> src (None: no preview) and an HTML caption."""
+
+    src: str | None
+    caption_html: str
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A titled row of tiles (a page of items, a group of duplicates)."""
+
+    title: str
+    tiles: Sequence[Tile]
+    note: str = ""
+
+
+def thumbnail_src(data: bytes, mime_type: str) -> str | None:
+    """A data URI of a thumbnail stored by Search; None when there is none."""
+    if not data or not mime_type:
+        return None
+    return f"data:{mime_type};base64," + base64.b64encode(data).decode("ascii")
+
+
+def item_caption(item_id: str, uri: str, labels: dict[str, str], score: float | None) -> str:
+    """The caption of a stored item: score (when given), id, labels."""
+    text = ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    head = f'<span class="score">{score:.4f}</span><br>' if score is not None else ""
+    return (
+        head
+        + html.escape(item_id[:60])
+        + (f"<br>{html.escape(uri[-60:])}" if uri else "")
+        + (f"<br>{html.escape(text)}" if text else "")
+    )
+
+
+def render_galleries(title: str, galleries: Sequence[Gallery], intro_html: str = "") -> str:
+    """A whole HTML document of galleries (contact sheets of items or duplicate groups)."""
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        intro_html,
+    ]
+    for gallery in galleries:
+        parts.append(f"<h2>{html.escape(gallery.title)}</h2>")
+        if gallery.note:
+            parts.append(f'<p class="note">{html.escape(gallery.note)}</p>')
+        figures = "".join(_figure(tile.src, tile.caption_html) for tile in gallery.tiles)
+        parts.append(f'<div class="row">{figures}</div>')
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -546,6 +546,12 @@ def up_command(
     embedder_port: Annotated[
         int, typer.Option("--embedder-port", min=0, max=65535, help="0 picks a free port.")
     ] = 0,
+    web_port: Annotated[
+        int,
+        typer.Option(
+            "--web-port", min=0, max=65535, help="Port of the web page and HTTP API; 0: free."
+        ),
+    ] = 0,
     startup_timeout: Annotated[
         float, typer.Option("--startup-timeout", min=1, help="Seconds to wait for readiness.")
     ] = 180.0,
@@ -561,7 +567,7 @@ def up_command(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run Milvus, Redis, the Embedder and Search in the foreground; Ctrl-C stops them all."""
+    """Run Milvus, Redis, the Embedder, Search and the web page; Ctrl-C stops them all."""
     if milvus not in ("lite", "standalone"):
         fail(f"bad --milvus {milvus!r}: expected 'lite' or 'standalone'", EXIT_USAGE)
     stack = LocalStack(
@@ -570,6 +576,7 @@ def up_command(
             host=host,
             search_port=search_port,
             embedder_port=embedder_port,
+            web_port=web_port,
             milvus=milvus,  # type: ignore[arg-type]
             milvus_uri=milvus_uri,
             redis_url=redis_url,
@@ -603,6 +610,7 @@ def up_command(
                     {
                         "search": addresses.search,
                         "embedder": addresses.embedder,
+                        "web": addresses.web,
                         "milvus_uri": addresses.milvus_uri,
                         "redis_url": addresses.redis_url,
                         "logs": str(addresses.log_dir),
@@ -614,6 +622,7 @@ def up_command(
         else:
             typer.echo(f"search listening on {search_host}:{search_port_text}")
             typer.echo(f"embedder listening on {embedder_host}:{embedder_port_text}")
+            typer.echo(f"web listening on {addresses.web}")
             try_it = f" Try: imgsearch --address {addresses.search} stats"
             _err.print(
                 f"imgsearch up: ready; logs in {addresses.log_dir}; Ctrl-C stops the stack."
@@ -638,3 +647,7 @@ def up_command(
             signal.signal(sig, handler)
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+# Commands in their own modules register themselves on `app` when imported.
+from imgsearch.cli import browse, duplicates  # noqa: E402, F401

@@ -1,0 +1,471 @@
+// imgsearch web page: search by image, more like this, browse, duplicates, upload.
+// Plain JavaScript, no dependencies; talks to the gateway's JSON API (v1/...).
+"use strict";
+
+const TOKEN_KEY = "imgsearch.token";
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- API and errors
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function authHeaders() {
+  const value = token();
+  return value ? { Authorization: `Bearer ${value}` } : {};
+}
+
+class ApiError extends Error {}
+
+async function describeFailure(response) {
+  let code = "";
+  let message = "";
+  try {
+    const body = await response.json();
+    code = body.code || "";
+    message = body.message || "";
+  } catch (_) {
+    message = response.statusText;
+  }
+  const hints = {
+    401: " Set a token (top right).",
+    403: " Your token does not allow this.",
+    413: " Pick a smaller file.",
+  };
+  return `${message || "request failed"} (${code || "HTTP"} ${response.status}).${hints[response.status] || ""}`;
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
+  } catch (error) {
+    throw new ApiError(`The gateway cannot be reached: ${error.message}`);
+  }
+  if (!response.ok) {
+    throw new ApiError(await describeFailure(response));
+  }
+  return response;
+}
+
+async function apiJson(path, options) {
+  return (await api(path, options)).json();
+}
+
+function showError(message) {
+  $("error-text").textContent = message;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error-text").textContent = "";
+}
+
+async function guarded(action) {
+  clearError();
+  try {
+    await action();
+  } catch (error) {
+    showError(error instanceof ApiError ? error.message : `Something went wrong: ${error.message}`);
+  }
+}
+
+// ---------------------------------------------------------------- tiles
+
+async function loadThumbnail(img, url) {
+  if (!token()) {
+    img.src = url; // the browser caches it (ETag, Cache-Control)
+    return;
+  }
+  const response = await fetch(url, { headers: authHeaders() });
+  if (!response.ok) throw new Error(String(response.status));
+  img.src = URL.createObjectURL(await response.blob());
+}
+
+function thumbnail(url, alt) {
+  const img = document.createElement("img");
+  img.className = "thumb";
+  img.alt = alt;
+  img.loading = "lazy";
+  img.decoding = "async";
+  const missing = () => {
+    const box = document.createElement("div");
+    box.className = "thumb missing";
+    box.textContent = "no preview";
+    img.replaceWith(box);
+  };
+  img.addEventListener("error", missing, { once: true });
+  img.addEventListener("load", () => {
+    if (img.naturalWidth < 64) img.classList.add("pixelated"); // e.g. 28 px Fashion-MNIST
+  });
+  loadThumbnail(img, url).catch(missing);
+  return img;
+}
+
+function labelsText(labels) {
+  return Object.entries(labels || {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([key, value]) => `${key}=${value}`)
+    .join(", ");
+}
+
+// A tile: thumbnail, optional score, id, labels; clicking it runs "more like this".
+function tile(item, score) {
+  const figure = document.createElement("figure");
+  figure.className = "tile clickable";
+  figure.tabIndex = 0;
+  figure.dataset.id = item.id;
+  figure.title = `More like ${item.id}`;
+  figure.append(thumbnail(item.thumbnail_url, item.id));
+  const caption = document.createElement("figcaption");
+  if (score !== undefined) {
+    const s = document.createElement("span");
+    s.className = "score";
+    s.textContent = score.toFixed(4);
+    caption.append(s);
+  }
+  const id = document.createElement("span");
+  id.className = "id";
+  id.textContent = item.id;
+  caption.append(id);
+  const labels = labelsText(item.labels);
+  if (labels) {
+    const l = document.createElement("span");
+    l.className = "labels";
+    l.textContent = labels;
+    caption.append(l);
+  }
+  figure.append(caption);
+  const open = () => {
+    showView("search");
+    guarded(() => searchById(item.id));
+  };
+  figure.addEventListener("click", open);
+  figure.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      open();
+    }
+  });
+  return figure;
+}
+
+// ---------------------------------------------------------------- search
+
+function searchOptions() {
+  const options = { top_k: Number($("top-k").value), filter: $("filter").value.trim() };
+  const minScore = $("min-score").value.trim();
+  if (minScore !== "") options.min_score = Number(minScore);
+  return options;
+}
+
+function showQuery(src, caption) {
+  $("query").hidden = false;
+  const img = $("query-image");
+  if (src) {
+    img.src = src;
+  } else {
+    img.removeAttribute("src");
+  }
+  $("query-caption").textContent = caption;
+}
+
+function showHits(result, started) {
+  const grid = $("results");
+  grid.replaceChildren(...result.hits.map((hit) => tile(hit, hit.score)));
+  const ms = Math.round(performance.now() - started);
+  const cached = result.cached ? ", from the cache" : "";
+  $("status").textContent = result.hits.length
+    ? `${result.hits.length} hits in ${ms} ms${cached}. Click one for more like it.`
+    : "No hits (is the collection empty, or does the filter match nothing?).";
+}
+
+async function searchByImage(file) {
+  if (!file) return;
+  const looksLikeImage = file.type.startsWith("image/") || file.type === "";
+  if (!looksLikeImage) {
+    throw new ApiError(`${file.name || "The file"} is not an image (${file.type}).`);
+  }
+  showQuery(URL.createObjectURL(file), `Your image: ${file.name || "pasted image"}`);
+  $("results").replaceChildren();
+  $("status").textContent = "Searching…";
+  const options = searchOptions();
+  const params = new URLSearchParams({ top_k: String(options.top_k) });
+  if (options.filter) params.set("filter", options.filter);
+  if (options.min_score !== undefined) params.set("min_score", String(options.min_score));
+  const form = new FormData();
+  form.append("image", file, file.name || "pasted.png");
+  const started = performance.now();
+  try {
+    const result = await apiJson(`v1/search/image?${params}`, { method: "POST", body: form });
+    showHits(result, started);
+  } catch (error) {
+    $("status").textContent = "";
+    throw error;
+  }
+}
+
+async function searchById(id) {
+  const url = `v1/thumbnails/${encodeURIComponent(id)}`;
+  $("results").replaceChildren();
+  showQuery(null, `More like ${id}`);
+  loadThumbnail($("query-image"), url).catch(() => {});
+  $("status").textContent = "Searching…";
+  const started = performance.now();
+  const result = await apiJson("v1/search", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ id, ...searchOptions() }),
+  });
+  showHits(result, started);
+}
+
+function setUpSearch() {
+  const zone = $("dropzone");
+  const input = $("file");
+  input.addEventListener("change", () => guarded(() => searchByImage(input.files[0])).finally(() => (input.value = "")));
+  zone.addEventListener("click", (event) => {
+    if (event.target === zone || event.target.tagName === "P" || event.target.tagName === "STRONG") input.click();
+  });
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      input.click();
+    }
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("over"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer && event.dataTransfer.files[0];
+    if (!file) {
+      showError("Drop an image file (not a link or text).");
+      return;
+    }
+    guarded(() => searchByImage(file));
+  });
+  document.addEventListener("paste", (event) => {
+    const items = Array.from((event.clipboardData && event.clipboardData.items) || []);
+    const image = items.find((item) => item.kind === "file" && item.type.startsWith("image/"));
+    if (!image) return;
+    event.preventDefault();
+    showView("search");
+    guarded(() => searchByImage(image.getAsFile()));
+  });
+}
+
+// ---------------------------------------------------------------- browse
+
+const browse = { tokens: [""], page: 0 };
+
+async function showBrowsePage() {
+  const params = new URLSearchParams({ page_size: $("browse-size").value });
+  const filter = $("browse-filter").value.trim();
+  if (filter) params.set("filter", filter);
+  const pageToken = browse.tokens[browse.page];
+  if (pageToken) params.set("page_token", pageToken);
+  $("browse-status").textContent = "Loading…";
+  let page;
+  try {
+    page = await apiJson(`v1/items?${params}`);
+  } catch (error) {
+    $("browse-status").textContent = "";
+    throw error;
+  }
+  browse.tokens.length = browse.page + 1;
+  if (page.next_page_token) browse.tokens.push(page.next_page_token);
+  $("browse-grid").replaceChildren(...page.items.map((item) => tile(item)));
+  $("browse-page").textContent = `page ${browse.page + 1}`;
+  $("browse-prev").disabled = browse.page === 0;
+  $("browse-next").disabled = !page.next_page_token;
+  $("browse-status").textContent = page.items.length
+    ? `${page.items.length} items in id order. Click one for more like it.`
+    : "No items.";
+}
+
+function setUpBrowse() {
+  $("browse-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    browse.tokens = [""];
+    browse.page = 0;
+    guarded(showBrowsePage);
+  });
+  $("browse-next").addEventListener("click", () => {
+    browse.page += 1;
+    guarded(showBrowsePage);
+  });
+  $("browse-prev").addEventListener("click", () => {
+    browse.page = Math.max(0, browse.page - 1);
+    guarded(showBrowsePage);
+  });
+}
+
+// ---------------------------------------------------------------- duplicates
+
+function showGroup(group, number) {
+  const box = document.createElement("div");
+  box.className = "group";
+  const title = document.createElement("h3");
+  title.textContent = `Group ${number}: ${group.items.length} items, weakest link ${group.min_score.toFixed(4)}`;
+  const grid = document.createElement("div");
+  grid.className = "grid";
+  grid.append(...group.items.map((member) => tile(member, member.best_score)));
+  box.append(title, grid);
+  $("dup-groups").append(box);
+}
+
+function onDuplicatesEvent(event, counts) {
+  const bar = $("dup-progress");
+  if (event.progress) {
+    bar.max = Math.max(1, event.progress.items_total);
+    bar.value = event.progress.items_done;
+    $("dup-status").textContent = `Scanned ${event.progress.items_done} of ${event.progress.items_total} items…`;
+  } else if (event.group) {
+    counts.groups += 1;
+    showGroup(event.group, counts.groups);
+  } else if (event.summary) {
+    const s = event.summary;
+    $("dup-status").textContent = s.groups
+      ? `${s.groups} groups, ${s.items_in_groups} items in groups; scanned ${s.items_scanned} items in ${s.elapsed_s.toFixed(1)} s.`
+      : `No duplicates among ${s.items_scanned} items (${s.elapsed_s.toFixed(1)} s).`;
+  } else if (event.error) {
+    throw new ApiError(`${event.error.message} (${event.error.code}).`);
+  }
+}
+
+async function findDuplicates() {
+  const button = $("dup-start");
+  button.disabled = true;
+  $("dup-groups").replaceChildren();
+  $("dup-progress").hidden = false;
+  $("dup-progress").value = 0;
+  $("dup-status").textContent = "Starting…";
+  const counts = { groups: 0 };
+  try {
+    const response = await api("v1/duplicates", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ threshold: Number($("dup-threshold").value), filter: $("dup-filter").value.trim() }),
+    });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      pending += decoder.decode(value || new Uint8Array(), { stream: !done });
+      const lines = pending.split("\n");
+      pending = lines.pop();
+      for (const line of lines) if (line.trim()) onDuplicatesEvent(JSON.parse(line), counts);
+      if (done) break;
+    }
+  } catch (error) {
+    $("dup-status").textContent = "";
+    throw error;
+  } finally {
+    button.disabled = false;
+    $("dup-progress").hidden = true;
+  }
+}
+
+function setUpDuplicates() {
+  $("duplicates-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(findDuplicates);
+  });
+}
+
+// ---------------------------------------------------------------- upload
+
+function parseLabels(text) {
+  const labels = {};
+  for (const [number, raw] of text.split("\n").entries()) {
+    const line = raw.trim();
+    if (!line) continue;
+    const at = line.indexOf("=");
+    if (at < 1) throw new ApiError(`Labels, line ${number + 1}: write key=value.`);
+    labels[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return labels;
+}
+
+async function upload() {
+  const file = $("upload-file").files[0];
+  if (!file) throw new ApiError("Pick an image to insert.");
+  const form = new FormData();
+  form.append("image", file, file.name);
+  form.append("id", $("upload-id").value.trim());
+  form.append("uri", $("upload-uri").value.trim() || file.name);
+  form.append("labels", JSON.stringify(parseLabels($("upload-labels").value)));
+  $("upload-status").textContent = "Inserting…";
+  try {
+    const result = await apiJson("v1/items", { method: "POST", body: form });
+    const warning = result.message ? ` (${result.message})` : "";
+    $("upload-status").textContent = `Stored as ${result.id}${warning}.`;
+    $("upload-form").reset();
+  } catch (error) {
+    $("upload-status").textContent = "";
+    throw error;
+  }
+}
+
+function setUpUpload() {
+  $("upload-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(upload);
+  });
+}
+
+// ---------------------------------------------------------------- views and token
+
+const VIEWS = ["search", "browse", "duplicates", "upload"];
+
+function showView(name) {
+  const view = VIEWS.includes(name) ? name : "search";
+  for (const section of document.querySelectorAll("main > section")) {
+    section.hidden = section.dataset.view !== view;
+  }
+  for (const link of document.querySelectorAll("nav a[data-view]")) {
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (location.hash !== `#${view}`) history.replaceState(null, "", `#${view}`);
+  if (view === "browse" && !$("browse-grid").childElementCount) guarded(showBrowsePage);
+}
+
+function setUpToken() {
+  const auth = $("auth");
+  const refresh = () => auth.classList.toggle("on", Boolean(token()));
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    $("token").value = "";
+    auth.open = false;
+    refresh();
+  });
+  $("forget-token").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    refresh();
+  });
+  refresh();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("error-close").addEventListener("click", clearError);
+  setUpToken();
+  setUpSearch();
+  setUpBrowse();
+  setUpDuplicates();
+  setUpUpload();
+  window.addEventListener("hashchange", () => showView(location.hash.slice(1)));
+  showView(location.hash.slice(1));
+});
