@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.embedder",
     "tests.fixtures.backends",
+    "tests.fixtures.stack",
 ]
 
 # The services are secure by default (TLS and tokens). Most tests exercise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.fixtures.processes import PYTHON, ChildProcess
+from tests.fixtures.stack import LocalStack
 
 SEARCH_LINE = r"search listening on (?P<host>[^\s:]+):(?P<port>\d+)"
 EMBEDDER_LINE = r"embedder listening on (?P<host>[^\s:]+):(?P<port>\d+)"
@@ -68,13 +69,9 @@ def run_cli(args: Sequence[str], address: str | None, cwd: Path | None = None) -
 
 
 @pytest.fixture(scope="session")
-def stack_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Search address of a local stack started by `imgsearch up` (its default Milvus)."""
-    child, address = start_up(tmp_path_factory.mktemp("stack"))
-    try:
-        yield address
-    finally:
-        child.stop()
+def stack_address(local_stack: LocalStack) -> str:
+    """Search address of the session's stack started by `imgsearch up` (tests/fixtures/stack.py)."""
+    return local_stack.search
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from imgsearch_web import api, pages
 from imgsearch_web.errors import install_handlers
 from imgsearch_web.middleware import BodyLimit, HttpMetrics, SecurityHeaders
+from imgsearch_web.models import DuplicatesEvent
 from imgsearch_web.search_client import SearchBackend
 from imgsearch_web.settings import WebSettings
 
@@ -58,6 +59,10 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             schemas = document.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)
+            # The NDJSON lines of /v1/duplicates: a model no route returns as JSON.
+            event = DuplicatesEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(event.pop("$defs", {}))
+            schemas["DuplicatesEvent"] = event
             document.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}
             }

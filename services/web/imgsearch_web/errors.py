@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from imgsearch_web.middleware import BodyTooLargeError
 
@@ -114,8 +115,19 @@ def _describe_validation(error: RequestValidationError) -> str:
         where = {"query": "query parameter", "path": "path", "body": "body", "header": "header"}
         head = where.get(location[0], location[0]) if location else "request"
         name = ".".join(location[1:])
-        parts.append(f"{head} {name}: {problem.get('msg', 'invalid')}".replace("  ", " "))
+        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{head} {name}".strip() + f": {message}")
     return "; ".join(parts) or "the request is invalid"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route fully matches for this path (Starlette's own matching)."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -132,7 +144,10 @@ def install_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         code = _CODE_FOR_HTTP_STATUS.get(error.status_code, grpc.StatusCode.UNKNOWN)
-        headers: Any = getattr(error, "headers", None)
+        headers: dict[str, str] = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            # Starlette names only the first route's methods; list every route's of the path.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return error_response(ApiError(error.status_code, code, str(error.detail)), headers)
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:

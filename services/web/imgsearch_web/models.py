@@ -6,13 +6,14 @@ limits (Search enforces the limits; the gateway only checks types).
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import quote
 
 from pydantic import BaseModel, Field, model_validator
 
 from imgsearch.v1 import search_pb2
 
-MAX_FILTER_CHARS = 8192
+MAX_FILTER_CHARS = 4096
 MAX_VECTOR_VALUES = 65_536
 # Numbers only have to fit the gRPC fields; Search enforces the real limits.
 UINT32_MAX = 2**32 - 1
@@ -59,16 +60,20 @@ class SearchQuery(BaseModel):
     """A search by stored id ("more like this") or by vector: exactly one of them."""
 
     id: str | None = Field(None, description="Id of a stored item.", max_length=4096)
-    vector: list[float] | None = Field(
+    vector: list[Annotated[float, Field(strict=True)]] | None = Field(
         None,
         description="A vector from the collection's model (Stats gives the dimension).",
         max_length=MAX_VECTOR_VALUES,
     )
-    top_k: int = Field(0, ge=0, le=UINT32_MAX, description="Hits to return; 0 means 10.")
+    top_k: int = Field(
+        0, ge=0, le=UINT32_MAX, strict=True, description="Hits to return; 0 means 10."
+    )
     filter: str = Field(
         "", max_length=MAX_FILTER_CHARS, description='Label filter, e.g. `kind == "cat"`.'
     )
-    min_score: float | None = Field(None, description="Leave out hits scoring below this.")
+    min_score: float | None = Field(
+        None, strict=True, description="Leave out hits scoring below this."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SearchQuery:
@@ -144,11 +149,15 @@ class DuplicatesQuery(BaseModel):
     """What a duplicate scan compares."""
 
     threshold: float = Field(
-        0.0, ge=0.0, le=1.0, description="Cosine similarity of duplicates; 0 means 0.95."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        description="Cosine similarity of duplicates; 0 means 0.95.",
     )
     filter: str = Field("", max_length=MAX_FILTER_CHARS, description="Only items matching this.")
     max_neighbors: int = Field(
-        0, ge=0, le=UINT32_MAX, description="Neighbours examined per item; 0 means 16."
+        0, ge=0, le=UINT32_MAX, strict=True, description="Neighbours examined per item; 0 means 16."
     )
 
 

@@ -126,6 +126,13 @@ function tile(item, score) {
     s.textContent = score.toFixed(4);
     caption.append(s);
   }
+  const name = (item.uri || "").split(/[\\/]/).pop();
+  if (name && name !== item.id) {
+    const n = document.createElement("span");
+    n.className = "name";
+    n.textContent = name;
+    caption.append(n);
+  }
   const id = document.createElement("span");
   id.className = "id";
   id.textContent = item.id;

@@ -1,0 +1,116 @@
+"""The gateway in-process: credentials pass through to Search, and every gRPC status Search can
+return becomes its HTTP status with the JSON error body.
+
+Search here is a recording stand-in served by a real grpc.aio server on
+loopback: the real Search cannot be made to return UNAUTHENTICATED or
+PERMISSION_DENIED (its token checks are the security issue's work) nor be
+asked what metadata it received. Everything else is real: the FastAPI app,
+its gRPC channel and the wire in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+
+from imgsearch.v1 import search_pb2, search_pb2_grpc
+from imgsearch_web.app import create_app
+from imgsearch_web.errors import HTTP_STATUS_FOR_CODE
+from imgsearch_web.settings import WebSettings
+
+
+class RecordingSearch(search_pb2_grpc.SearchServicer):
+    """Answers Stats with the status it is told to, and remembers each call's metadata."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+        self.status = grpc.StatusCode.OK
+
+    async def Stats(self, request, context):
+        self.metadata.append({key: str(value) for key, value in context.invocation_metadata()})
+        if self.status != grpc.StatusCode.OK:
+            await context.abort(self.status, f"search says {self.status.name}")
+        return search_pb2.StatsResponse(item_count=7, dimension=4, model="m")
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[tuple[httpx.AsyncClient, RecordingSearch]]:
+    search = RecordingSearch()
+    server = grpc.aio.server()
+    search_pb2_grpc.add_SearchServicer_to_server(search, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    app = create_app(WebSettings(search_address=f"127.0.0.1:{port}", search_timeout_s=5))
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+        ):
+            yield http, search
+    finally:
+        await server.stop(0)
+
+
+async def test_the_callers_token_reaches_search_and_nothing_else_does(gateway) -> None:
+    http, search = gateway
+    reply = await http.get("/v1/stats", headers={"Authorization": "Bearer s3cret-token"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["item_count"] == 7
+    assert search.metadata[-1]["authorization"] == "Bearer s3cret-token"
+    await http.get("/v1/stats")
+    assert "authorization" not in search.metadata[-1]
+    assert "cookie" not in search.metadata[-1]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, 400),
+        (grpc.StatusCode.FAILED_PRECONDITION, 400),
+        (grpc.StatusCode.UNAUTHENTICATED, 401),
+        (grpc.StatusCode.PERMISSION_DENIED, 403),
+        (grpc.StatusCode.NOT_FOUND, 404),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+        (grpc.StatusCode.INTERNAL, 500),
+        (grpc.StatusCode.UNAVAILABLE, 503),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
+    ],
+)
+async def test_search_statuses_become_http_statuses(gateway, code, status) -> None:
+    http, search = gateway
+    search.status = code
+    reply = await http.get("/v1/stats")
+    assert reply.status_code == status
+    assert reply.json()["code"] == code.name
+    assert f"search says {code.name}" in reply.json()["message"]
+
+
+async def test_an_unreachable_search_is_503_and_not_ready() -> None:
+    app = create_app(WebSettings(search_address="127.0.0.1:1", search_timeout_s=2))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http,
+    ):
+        reply = await http.get("/v1/stats")
+        assert reply.status_code == 503
+        assert reply.json()["code"] == "UNAVAILABLE"
+        assert "127.0.0.1:1" in reply.json()["message"]
+        health = await http.get("/v1/health")
+        assert health.status_code == 503
+        assert health.json() == {"status": "NOT_SERVING", "search": "UNREACHABLE"}
+        assert (await http.get("/readyz")).status_code == 503
+        assert (await http.get("/healthz")).status_code == 200
+
+
+def test_the_status_table_is_grpc_gateways() -> None:
+    # runtime/errors.go, HTTPStatusFromCode.
+    assert {code.name: status for code, status in HTTP_STATUS_FOR_CODE.items()} == {
+        "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
+        "DEADLINE_EXCEEDED": 504, "NOT_FOUND": 404, "ALREADY_EXISTS": 409,
+        "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401, "RESOURCE_EXHAUSTED": 429,
+        "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400,
+        "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500,
+    }  # fmt: skip
