@@ -59,7 +59,7 @@ def test_search_by_image_raw_and_multipart_by_id_and_by_vector(web: WebUnderTest
     assert len(raw["hits"]) == 3
 
     by_id = web.http.post("/v1/search", json={"id": "web/moon", "top_k": 2, "filter": SUITE_FILTER})
-    assert [h["id"] for h in by_id.json()["hits"]][0] == "web/moon"
+    assert by_id.json()["hits"][0]["id"] == "web/moon"
 
     with Client(web.search) as client:
         vector = client.get(["web/clock"], include_vectors=True).items[0].vector

@@ -9,6 +9,7 @@ so the tests also prove that it loads nothing from another origin.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,7 +36,7 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM.exists(), (
+    assert os.path.exists(CHROMIUM), (  # noqa: ASYNC240 -- once per module
         "Chromium is missing: `make setup` as root installs Debian's chromium"
         " (scripts/ensure-system-deps.sh)"
     )
@@ -228,7 +229,8 @@ async def test_works_on_a_phone_sized_screen(
     )
     assert overflow <= 0, f"the page is {overflow} px wider than the screen"
     columns = await page.evaluate(
-        "() => getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length"
+        "() => getComputedStyle(document.querySelector('#results'))"
+        ".gridTemplateColumns.split(' ').length"
     )
     assert columns == 2
     await page.screenshot(path=tmp_path / "phone.png", full_page=True)
