@@ -39,7 +39,8 @@ def test_health_stats_and_the_page(web: WebUnderTest) -> None:
     # Offline: the page and its files reference nothing on another origin.
     for path in ("/", "/static/app.js", "/static/app.css"):
         text = web.http.get(path).text
-        assert "http://" not in text and "https://" not in text, path
+        assert "http://" not in text, path
+        assert "https://" not in text, path
         assert not re.search(r"""(src|href)=["']//|url\(\s*["']?//|@import""", text), path
 
 
