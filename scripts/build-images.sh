@@ -10,6 +10,7 @@
 #   $REGISTRY/embedder:$VERSION-cuda   Embedder, CUDA torch (production, GPU nodes)
 #   $REGISTRY/embedder:$VERSION-cpu    Embedder, CPU-only torch (laptops, kind)
 #   $REGISTRY/search:$VERSION          Search service (no torch)
+#   $REGISTRY/web:$VERSION             HTTP gateway and web page (no torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +21,11 @@ VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n1)
 EMBEDDER_CUDA="$REGISTRY/embedder:$VERSION-cuda"
 EMBEDDER_CPU="$REGISTRY/embedder:$VERSION-cpu"
 SEARCH="$REGISTRY/search:$VERSION"
+WEB="$REGISTRY/web:$VERSION"
 
 push=false
 case "${1:-}" in
-  --list) printf '%s\n' "$EMBEDDER_CUDA" "$EMBEDDER_CPU" "$SEARCH"; exit 0 ;;
+  --list) printf '%s\n' "$EMBEDDER_CUDA" "$EMBEDDER_CPU" "$SEARCH" "$WEB"; exit 0 ;;
   --push) push=true ;;
   "") ;;
   *) echo "usage: $0 [--list | --push]" >&2; exit 2 ;;
@@ -54,13 +56,14 @@ build() {  # build TAG DOCKERFILE [extra docker build args...]
 }
 
 build "$SEARCH" services/search/Dockerfile
+build "$WEB" services/web/Dockerfile
 build "$EMBEDDER_CPU" services/embedder/Dockerfile --build-arg VARIANT=cpu
 build "$EMBEDDER_CUDA" services/embedder/Dockerfile --build-arg VARIANT=cuda
 
 if $push; then
-  for image in "$SEARCH" "$EMBEDDER_CPU" "$EMBEDDER_CUDA"; do
+  for image in "$SEARCH" "$WEB" "$EMBEDDER_CPU" "$EMBEDDER_CUDA"; do
     docker push "$image"
   done
   echo "build-images: pushed; pin the digests in your overlay with 'kustomize edit set image' (docs/deploy.md)"
 fi
-echo "build-images: built $SEARCH $EMBEDDER_CPU $EMBEDDER_CUDA"
+echo "build-images: built $SEARCH $WEB $EMBEDDER_CPU $EMBEDDER_CUDA"

@@ -18,7 +18,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
-OVERLAYS = ("cpu", "gpu", "external-milvus")
+OVERLAYS = ("cpu", "gpu", "external-milvus", "ingress")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 

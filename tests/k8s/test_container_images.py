@@ -12,6 +12,7 @@ from tests.k8s.manifests import REPO
 DOCKERFILES = [
     REPO / "services" / "embedder" / "Dockerfile",
     REPO / "services" / "search" / "Dockerfile",
+    REPO / "services" / "web" / "Dockerfile",
 ]
 BUILD_IMAGES = REPO / "scripts" / "build-images.sh"
 
@@ -62,6 +63,7 @@ def test_dockerfiles_build_non_root_multi_stage_images_from_pinned_bases() -> No
     assert "whl/cu130" in embedder
     assert '".[embedder]"' in embedder
     assert '".[search]"' in DOCKERFILES[1].read_text()
+    assert '".[web]"' in DOCKERFILES[2].read_text()
 
 
 def test_build_images_lists_what_it_builds() -> None:
@@ -75,12 +77,13 @@ def test_build_images_lists_what_it_builds() -> None:
         f"imgsearch/embedder:{version}-cuda",
         f"imgsearch/embedder:{version}-cpu",
         f"imgsearch/search:{version}",
+        f"imgsearch/web:{version}",
     ]
     registry = subprocess.run(
         [str(BUILD_IMAGES), "--list"], capture_output=True, text=True, check=True,
         env={**os.environ, "REGISTRY": "ghcr.io/acme/imgsearch"},
     ).stdout.split()  # fmt: skip
-    assert registry[-1] == f"ghcr.io/acme/imgsearch/search:{version}"
+    assert registry[-1] == f"ghcr.io/acme/imgsearch/web:{version}"
 
 
 def test_build_images_without_a_docker_engine_says_so_and_fails(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings
 from imgsearch.v1 import embedder_pb2, search_pb2
 from imgsearch_embedder.settings import EmbedderSettings
 from imgsearch_search.settings import SearchSettings
+from imgsearch_web.settings import WebSettings
 from tests.k8s.manifests import REPO, Obj, Rendered, container_port, probe_budget_s
 
 NAMESPACE = "imgsearch"
@@ -33,6 +34,8 @@ OUR_IMAGES: dict[str, tuple[type[BaseSettings], str, str]] = {
         "SEARCH_",
         search_pb2.DESCRIPTOR.services_by_name["Search"].full_name,
     ),
+    # HTTP: its probes are /healthz and /readyz, not gRPC health.
+    "imgsearch/web": (WebSettings, "WEB_", ""),
 }
 # Upstream images: an exact version tag (x.y.z, optionally -suffix) or a digest.
 PINNED_UPSTREAM = re.compile(
@@ -49,7 +52,7 @@ def _ours(rendered: Rendered) -> list[tuple[Obj, Obj, type[BaseSettings], str, s
     for workload, container in rendered.containers():
         if _repository(container["image"]) in OUR_IMAGES:
             found.append((workload, container, *OUR_IMAGES[_repository(container["image"])]))
-    assert {c["name"] for _, c, *_ in found} == {"embedder", "search"}
+    assert {c["name"] for _, c, *_ in found} == {"embedder", "search", "web"}
     return found
 
 
@@ -113,6 +116,16 @@ def test_ports_probes_and_services_match_the_settings(
         with monkeypatch.context() as patch:
             settings = _load_settings(patch, cls, prefix, rendered.container_env(container))
         where = f"{rendered.overlay}/{container['name']}"
+        pod = workload["spec"]["template"]["spec"]
+        # Shutdown: drain, then grace for in-flight requests, must fit before SIGKILL.
+        assert (
+            pod["terminationGracePeriodSeconds"]
+            > settings.drain_delay_s + settings.shutdown_grace_s
+        ), where
+        assert container_port(container, "metrics") == settings.metrics_port, where
+        if prefix == "WEB_":
+            _check_web_probes(container, settings, where)
+            continue
         assert container_port(container, "grpc") == settings.port, where
         assert container_port(container, "metrics") == settings.metrics_port, where
         # The kubelet's gRPC probes speak neither TLS nor tokens: with TLS on they
@@ -130,12 +143,46 @@ def test_ports_probes_and_services_match_the_settings(
                     f"{where} {kind}"
                 )
         assert container["readinessProbe"]["grpc"]["service"] == health_service, where
-        # Shutdown: drain, then grace for in-flight RPCs, must fit before SIGKILL.
-        pod = workload["spec"]["template"]["spec"]
-        assert (
-            pod["terminationGracePeriodSeconds"]
-            > settings.drain_delay_s + settings.shutdown_grace_s
-        ), where
+
+
+def _check_web_probes(container: Obj, settings: BaseSettings, where: str) -> None:
+    """HTTP probes on the gateway's port: liveness /healthz, readiness /readyz (Search SERVING)."""
+    assert container_port(container, "http") == settings.port, where
+    for kind, path in (
+        ("startupProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+    ):
+        probe = container[kind]["httpGet"]
+        assert probe["path"] == path, f"{where} {kind}"
+        assert container_port(container, probe["port"]) == settings.port, f"{where} {kind}"
+
+
+def test_web_reaches_search_through_its_service(
+    rendered: Rendered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, container, cls, prefix, _ = next(o for o in _ours(rendered) if o[3] == "WEB_")
+    with monkeypatch.context() as patch:
+        settings = _load_settings(patch, cls, prefix, rendered.container_env(container))
+    host, _, port = settings.search_address.rpartition(":")
+    service = _service_for_host(rendered, host)
+    assert _service_port(service, int(port))["name"] == "grpc"
+    assert rendered.workloads_selected_by(service["spec"]["selector"])[0]["metadata"]["name"] == (
+        "search"
+    )
+    ingress = rendered.get("Ingress", "web")
+    if ingress is not None:
+        # The Ingress lets the gateway's own limits apply: bodies up to its upload
+        # limit, and a duplicate scan's stream for as long as the gateway allows it.
+        annotations = ingress["metadata"]["annotations"]
+        body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+        assert int(body.removesuffix("m")) * 1024 * 1024 >= settings.max_upload_bytes
+        timeout = int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"])
+        assert timeout >= settings.duplicates_timeout_s
+        assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend == {"name": "web", "port": {"name": "http"}}
+        assert ingress["spec"]["tls"], "the Ingress serves TLS"
 
 
 def test_every_service_port_reaches_a_declared_container_port(rendered: Rendered) -> None:

@@ -19,9 +19,10 @@ from tests.k8s.manifests import OVERLAYS, Obj, Rendered
 
 KUBERNETES_VERSION = "1.31.0"
 EXPECTED_WORKLOADS = {
-    "cpu": {"embedder", "search", "redis", "milvus"},
-    "gpu": {"embedder", "search", "redis", "milvus"},
-    "external-milvus": {"embedder", "search", "redis"},
+    "cpu": {"embedder", "search", "web", "redis", "milvus"},
+    "gpu": {"embedder", "search", "web", "redis", "milvus"},
+    "external-milvus": {"embedder", "search", "web", "redis"},
+    "ingress": {"embedder", "search", "web", "redis", "milvus"},
 }
 
 
@@ -256,6 +257,32 @@ def test_network_policies_deny_by_default_and_open_only_the_search_paths(
     # Clients reach Search's gRPC port from anywhere.
     search_peers = _peers_allowed_in(rendered, "search")
     assert ({}, [{"port": "grpc", "protocol": "TCP"}]) in search_peers
+
+
+def test_the_web_gateway_is_reached_on_http_and_reaches_only_search(rendered: Rendered) -> None:
+    web_peers = _peers_allowed_in(rendered, "web")
+    http = [{"port": "http", "protocol": "TCP"}]
+    if rendered.get("Ingress", "web") is None:
+        assert ({}, http) in web_peers  # browsers and HTTP clients, from anywhere
+    else:
+        controller = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+        }
+        assert (controller, http) in web_peers
+        assert all(peer for peer, _ in web_peers), "behind an Ingress, nothing else reaches web"
+    egress = [
+        rule
+        for policy in rendered.kind("NetworkPolicy")
+        if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        == "web"
+        for rule in policy["spec"].get("egress", [])
+    ]
+    assert egress == [
+        {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "search"}}}],
+            "ports": [{"port": 50052, "protocol": "TCP"}],
+        }
+    ]
 
 
 def test_no_secret_is_rendered_or_passed_in_the_environment(rendered: Rendered) -> None:
