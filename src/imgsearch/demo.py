@@ -13,8 +13,10 @@
    letterbox), unseen Fashion-MNIST test images, a label filter
    and "more like this" by id; measures how often the top hit is the
    original photo and the class precision of Fashion-MNIST hits.
-4. Writes `demo/results.html` and `demo/contact_sheet.png`, then stops the
-   stack.
+4. Writes `demo/results.html` and `demo/contact_sheet.png` and prints the
+   address of the web page. Run from a terminal (or with `--keep-running`),
+   the stack stays up so the page can be opened, until Ctrl-C; otherwise (or
+   with `--no-keep-running`) it stops the stack.
 """
 
 from __future__ import annotations
@@ -442,7 +444,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         say(f"  search listening on {addresses.search}; logs in {addresses.log_dir}")
         with Client(addresses.search, timeout=60) as client:
-            return _run_queries(client, args, images_dir, out, with_fashion)
+            code = _run_queries(client, args, images_dir, out, with_fashion)
+        say(f"web page: {addresses.web}/ (search by photo, browse, duplicates, upload)")
+        if code == 0 and _keep_running(args):
+            say(f"the stack stays up: open {addresses.web}/ in a browser; Ctrl-C stops it")
+            _wait_for_ctrl_c()
+        return code
     finally:
         say("stopping the stack")
         stack.stop()
@@ -556,6 +563,21 @@ def _run_queries(
     return 0
 
 
+def _keep_running(args: argparse.Namespace) -> bool:
+    """--keep-running / --no-keep-running, else: only when run from a terminal."""
+    if args.keep_running is not None:
+        return bool(args.keep_running)
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print(flush=True)
+
+
 def _photo_id(images_dir: Path, name: str) -> str:
     """The id of a stored photo (its content hash, as `imgsearch ingest` assigns)."""
     return content_id((images_dir / "photos" / f"{name}.png").read_bytes())
@@ -574,6 +596,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--precision-per-class", type=int, default=10, help="test images per class for precision"
+    )
+    parser.add_argument(
+        "--keep-running",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the stack (and its web page) up until Ctrl-C; default: when run in a terminal",
     )
     return run(parser.parse_args(argv))
 

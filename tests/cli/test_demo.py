@@ -33,6 +33,7 @@ def test_demo_writes_results_and_stops_the_stack(tmp_path: Path) -> None:
     assert re.search(r"and [0-5] of 5 hard edits", log)
     assert re.search(r"Fashion-MNIST: \d+\.\d% of the top-5 hits share the class", log)
     assert f"wrote {out / 'results.html'}" in log
+    assert re.search(r"web page: http://127\.0\.0\.1:\d+/", log)
 
     page = (out / "results.html").read_text()
     assert page.count("<h2>") == 17
@@ -43,5 +44,5 @@ def test_demo_writes_results_and_stops_the_stack(tmp_path: Path) -> None:
         assert sheet.height > 17 * 150
 
     # Every service was stopped with its own stop signal and exited cleanly.
-    for name in ("search", "embedder", "milvus", "redis"):
+    for name in ("web", "search", "embedder", "milvus", "redis"):
         assert f"{name} stopped with exit code 0" in (data / "logs" / f"{name}.log").read_text()
