@@ -30,7 +30,6 @@ import gzip
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -99,15 +98,7 @@ def overhead(addresses: Any, photos: list[bytes], cold: list[bytes], rounds: int
     times: dict[str, list[float]] = {"grpc": [], "http_raw": [], "http_multipart": []}
     with (
         grpc.insecure_channel(addresses.search) as channel,
-        # TCP_NODELAY, as browsers and curl set it: without it, Nagle's algorithm holds
-        # the body behind the headers until the server's delayed ACK (40 ms).
-        httpx.Client(
-            base_url=addresses.web,
-            timeout=60,
-            transport=httpx.HTTPTransport(
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-            ),
-        ) as http,
+        httpx.Client(base_url=addresses.web, timeout=60) as http,
     ):
         stub = search_pb2_grpc.SearchStub(channel)
 

@@ -100,7 +100,13 @@ def test_signal_stops_every_child(
     try:
         tree = descendants(up.proc.pid)
         names = " ".join(tree.values())
-        for expected in ("redis-server", milvus_process, "imgsearch_embedder", "imgsearch_search"):
+        for expected in (
+            "redis-server",
+            milvus_process,
+            "imgsearch_embedder",
+            "imgsearch_search",
+            "imgsearch_web",
+        ):
             assert expected in names, tree
         assert run_cli(["health"], address).code == 0
         # SIGKILL goes to `imgsearch up` alone, as a service manager sends it;
