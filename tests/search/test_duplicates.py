@@ -9,11 +9,12 @@ threshold against each other, so any extra group would be a mistake.
 from __future__ import annotations
 
 import grpc
+import numpy as np
 import pytest
 from PIL import Image
 
 from imgsearch.v1 import search_pb2
-from imgsearch_search.duplicates import UnionFind
+from imgsearch_search.duplicates import UnionFind, pairs_above
 from tests.fixtures.backends import SearchServiceFactory, search_address
 from tests.fixtures.photos import cropped, jpeg, load_photo, png
 from tests.search.conftest import SearchUnderTest
@@ -73,11 +74,13 @@ def _check_stream(messages: list[search_pb2.FindDuplicatesResponse], total: int)
     return groups
 
 
+@pytest.mark.parametrize("exact_max_items", [50_000, 0], ids=["exact", "milvus-neighbours"])
 async def test_finds_exactly_the_known_groups(
     search_service_factory: SearchServiceFactory,
     milvus_uri: str,
     redis_url: str,
     embedder_address: str,
+    exact_max_items: int,
 ):
     # A small batch size: several batches, so the read-ahead and paging are exercised.
     server = await search_service_factory(
@@ -85,6 +88,7 @@ async def test_finds_exactly_the_known_groups(
         redis_url=redis_url,
         embedder_address=embedder_address,
         duplicates_batch_size=7,
+        duplicates_exact_max_items=exact_max_items,
     )
     channel = grpc.aio.insecure_channel(
         search_address(server), options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
@@ -169,3 +173,21 @@ def test_union_find_joins_chains_and_keeps_the_weakest_link():
     for index in range(1, 10_000):
         many.union(str(index - 1), str(index), 0.96)
     assert [len(ids) for ids in many.groups().values()] == [10_000]
+
+
+def test_exact_pairs_match_brute_force_across_blocks():
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(1100, 16)).astype(np.float32)
+    matrix[700] = matrix[5] + 0.01  # near-duplicates in different blocks
+    matrix[1099] = matrix[5]
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    threshold = 0.8
+    found = {
+        (i, j) for start in range(0, 1100, 512) for i, j, _ in pairs_above(matrix, start, threshold)
+    }
+    similarities = matrix @ matrix.T
+    expected = {
+        (i, j) for i in range(1100) for j in range(i + 1, 1100) if similarities[i, j] >= threshold
+    }
+    assert found == expected
+    assert {(5, 700), (5, 1099), (700, 1099)} <= found

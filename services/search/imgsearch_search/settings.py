@@ -198,6 +198,17 @@ class SearchSettings(ServerSettings):
     )
 
     # --- duplicates
+    duplicates_exact_max_items: int = Field(
+        50_000,
+        ge=0,
+        description=(
+            "FindDuplicates compares every pair exactly, in memory (4 x dimension bytes per"
+            " item), up to this many items; beyond, it asks Milvus for each item's neighbours."
+        ),
+    )
+    duplicates_call_timeout_s: float = Field(
+        120.0, gt=0, description="Longest one Milvus neighbour search of FindDuplicates may take."
+    )
     duplicates_batch_size: int = Field(
         128,
         ge=1,

@@ -617,7 +617,8 @@ class MilvusStore:
     ) -> list[list[tuple[str, float]]]:
         """For each query vector, its top_k nearest stored items as (id, score), best first.
 
-        One Milvus call for all the vectors (nq = len(vectors)).
+        One Milvus call for all the vectors (nq = len(vectors)). A batch job's
+        call: `timeout_s` may exceed `milvus_timeout_s`.
         """
         if not vectors:
             return []
@@ -632,6 +633,6 @@ class MilvusStore:
             filter=expression,
             output_fields=[],
             search_params=self._search_params(top_k),
-            timeout=self._timeout(timeout_s),
+            timeout=timeout_s if timeout_s is not None else self._timeout(None),
         )
         return [[(str(hit["id"]), float(hit["distance"])) for hit in hits] for hits in result]
