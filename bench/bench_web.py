@@ -325,10 +325,13 @@ def report(result: dict) -> str:
         return "meets" if ok else "MISSES"
 
     loads = f"{result['load_average_1m_start']:.1f} and {result['load_average_1m_end']:.1f}"
+    busy = max(result["load_average_1m_start"], result["load_average_1m_end"]) > 3
     return "\n".join(
         [
             f"Measured {time.strftime('%Y-%m-%d')} on {result['machine']} (1-minute load"
-            f" average {loads} at the start and the end), on the default `imgsearch up` stack.",
+            f" average {loads} at the start and the end"
+            + ("; other jobs shared the cores, so times are upper bounds" if busy else "")
+            + "), on the default `imgsearch up` stack.",
             "",
             "| Target | Measured | |",
             "|---|---|---|",
