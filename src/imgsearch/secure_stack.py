@@ -5,7 +5,8 @@
 
 - a private CA (`ca.pem`, `ca-key.pem`) kept across runs, so clients that
   trust it keep working after a restart;
-- server certificates for the Embedder, Search, Redis and Milvus, and a
+- server certificates for the Embedder, Search, Redis, Milvus and the web
+  gateway (HTTPS), and a
   client certificate for Search (its identity at the Embedder), for
   `localhost`, `127.0.0.1` and the bind host; re-issued at every start;
 - one bearer token per scope for Search (`search.token`: search;
@@ -84,7 +85,8 @@ class SecureFiles:
     milvus_token: Path
 
     def cert(self, name: str) -> tuple[Path, Path]:
-        """(certificate, key) files of `name`: embedder, search, search-client, redis, milvus."""
+        """(certificate, key) files of `name`: embedder, search, search-client, redis, milvus,
+        web."""
         return self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
 
     @classmethod
@@ -93,7 +95,7 @@ class SecureFiles:
         private_dir(directory)
         ca = _load_ca(directory)
         names = list(dict.fromkeys(["localhost", "127.0.0.1", *hosts]))
-        for service in ("embedder", "search", "redis", "milvus"):
+        for service in ("embedder", "search", "redis", "milvus", "web"):
             ca.issue_to(directory, service, f"{service}.imgsearch.local", names)
         ca.issue_to(
             directory, "search-client", SEARCH_CLIENT_NAME, [SEARCH_CLIENT_NAME],

@@ -33,6 +33,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -407,13 +408,25 @@ class LocalStack:
             milvus_secure=self.config.milvus_uri is None and milvus_uri.startswith("https://"),
         )
 
+    def _web_security_env(self) -> dict[str, str]:
+        """Secure: HTTPS with its own certificate, and Search reached over TLS (callers' tokens)."""
+        if self.secure is None:
+            return {}
+        cert, key = self.secure.cert("web")
+        return {
+            "WEB_TLS_CERT_FILE": str(cert),
+            "WEB_TLS_KEY_FILE": str(key),
+            "WEB_SEARCH_TLS_CA_FILE": str(self.secure.ca),
+        }
+
     def _start_web(self, search_address: str, deadline: float) -> str:
         """The HTTP gateway and web page, in front of Search; returns its base URL."""
         config = self.config
         url: list[str] = []
 
         def ready() -> bool:
-            return bool(url) and _http_ok(f"{url[0]}/readyz")
+            ca = self.secure.ca if self.secure is not None else None
+            return bool(url) and _http_ok(f"{url[0]}/readyz", ca)
 
         web = self._spawn(
             ChildSpec(
@@ -425,9 +438,10 @@ class LocalStack:
                     "WEB_METRICS_HOST": "127.0.0.1",
                     "WEB_METRICS_PORT": "0",
                     "WEB_SEARCH_ADDRESS": search_address,
+                    **self._web_security_env(),
                     **config.extra_env,
                 },
-                ready_line=r"web listening on http://(\S+):(\d+)",
+                ready_line=r"web listening on (https?)://(\S+):(\d+)",
                 probe=ready,
             )
         )
@@ -437,7 +451,8 @@ class LocalStack:
             if time.monotonic() > deadline:
                 raise StackError(self._timeout_message(web))
             web.wait_line(_POLL_S)
-        url.append(f"http://{_connect_host(config.host)}:{web.ready_match.group(2)}")
+        scheme, port = web.ready_match.group(1), web.ready_match.group(3)
+        url.append(f"{scheme}://{_connect_host(config.host)}:{port}")
         self._wait_ready(web, deadline)
         return url[0]
 
@@ -686,10 +701,11 @@ def _milvus_secured(uri: str, secure: SecureFiles) -> bool:
     return True
 
 
-def _http_ok(url: str) -> bool:
-    """True when a GET of `url` answers 200."""
+def _http_ok(url: str, ca: Path | None = None) -> bool:
+    """True when a GET of `url` answers 200 (https: trusting the CA file `ca`)."""
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:  # noqa: S310 -- our own http URL
+        with urllib.request.urlopen(url, timeout=2, context=context) as reply:  # noqa: S310
             return bool(reply.status == 200)
     except (OSError, urllib.error.URLError):
         return False

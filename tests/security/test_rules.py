@@ -65,7 +65,7 @@ def test_search_reads_need_search_and_changes_need_write() -> None:
     rules = {m: METHOD_SCOPES[m] for m in _methods(search)}
     assert rules["/imgsearch.v1.Search/Insert"] == WRITE
     assert rules["/imgsearch.v1.Search/Delete"] == WRITE
-    for read in ("Search", "Get", "Stats"):
+    for read in ("Search", "Get", "Stats", "List", "FindDuplicates"):
         assert rules[f"/imgsearch.v1.Search/{read}"] == SEARCH
     # Nothing of the Search service is open: only health is.
     assert not [m for m, rule in rules.items() if rule is OPEN]

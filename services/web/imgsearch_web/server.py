@@ -1,8 +1,8 @@
 """Running the gateway: uvicorn on a socket bound here, so port 0 works and is announced.
 
 `serve` binds the socket first (port 0 picks a free one), starts uvicorn on
-it, and once the application has started prints one line
-`web listening on http://HOST:PORT` on stdout for supervisors and scripts
+it (HTTPS with `tls_cert_file`), and once the application has started prints
+one line `web listening on http(s)://HOST:PORT` on stdout for supervisors and scripts
 (`imgsearch up`, tests). On SIGTERM or SIGINT, /readyz turns 503 for
 `drain_delay_s` (load balancers notice), then uvicorn stops accepting and
 gives in-flight requests `shutdown_grace_s` to finish.
@@ -71,12 +71,15 @@ async def serve(settings: WebSettings) -> int:
     except OSError as error:
         _log.error("cannot listen on %s:%s: %s", settings.host, settings.port, error)
         return 1
+    tls = settings.tls_cert_file is not None
     config = uvicorn.Config(
         app,
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
+        ssl_certfile=str(settings.tls_cert_file) if tls else None,
+        ssl_keyfile=str(settings.tls_key_file) if tls else None,
     )
     server = _DrainingServer(config, settings.drain_delay_s)
     server.loop = asyncio.get_running_loop()
@@ -90,7 +93,8 @@ async def serve(settings: WebSettings) -> int:
         if server.started:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            print(f"web listening on http://{shown}:{port}", flush=True)
+            scheme = "https" if tls else "http"
+            print(f"web listening on {scheme}://{shown}:{port}", flush=True)
         await running
     finally:
         sock.close()

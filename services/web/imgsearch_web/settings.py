@@ -9,19 +9,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-
-from imgsearch.common.settings import ServerSettings
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class WebSettings(ServerSettings):
-    """Configuration of one gateway process."""
+class WebSettings(BaseSettings):
+    """Configuration of one gateway process.
+
+    Not a `ServerSettings`: the gateway serves HTTP, not gRPC, and has no
+    principals of its own (callers' tokens go through to Search), so it has
+    only the network, drain and log settings that apply to it.
+    """
 
     model_config = SettingsConfigDict(env_prefix="WEB_", extra="forbid")
 
-    # --- network (the rest in ServerSettings)
+    # --- network and lifecycle
+    host: str = Field("0.0.0.0", description="Interface the HTTP server binds.")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free port.")
+    tls_cert_file: Path | None = Field(
+        None,
+        description=(
+            "PEM certificate (chain) to serve HTTPS with; unset: plain HTTP (behind a TLS"
+            " Ingress, or on loopback)."
+        ),
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    metrics_host: str = Field("0.0.0.0", description="Interface of the Prometheus endpoint.")
     metrics_port: int | None = Field(
         9102,
         ge=0,
@@ -32,6 +45,16 @@ class WebSettings(ServerSettings):
         "",
         description="URL prefix the gateway is served under behind a proxy, e.g. `/imgsearch`.",
     )
+    drain_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, seconds /readyz answers 503 before the server stops accepting.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="Seconds in-flight requests get to finish during shutdown."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    log_json: bool = Field(True, description="Log JSON lines (false: plain text).")
 
     # --- the Search service
     search_address: str = Field(
@@ -77,3 +100,9 @@ class WebSettings(ServerSettings):
         ge=0,
         description="Cache-Control max-age of thumbnails (revalidated by ETag after that).",
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file (HTTPS), or neither")
+        return self

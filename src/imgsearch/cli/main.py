@@ -631,6 +631,12 @@ def up_command(
             )
             if addresses.secure is not None:
                 _print_secure(addresses.secure, addresses.search)
+                _err.print(
+                    f"imgsearch up: the web page {addresses.web}/ has a certificate of that CA"
+                    " (import it in the browser, or accept the warning); paste a token from"
+                    " the files above under Token.",
+                    markup=False,
+                )
         sys.stdout.flush()
         dead = stack.wait()
         if dead is not None:

@@ -74,6 +74,8 @@ METHOD_SCOPES: dict[str, str] = {
     "/imgsearch.v1.Search/Search": SEARCH,
     "/imgsearch.v1.Search/Get": SEARCH,
     "/imgsearch.v1.Search/Stats": SEARCH,
+    "/imgsearch.v1.Search/List": SEARCH,
+    "/imgsearch.v1.Search/FindDuplicates": SEARCH,
     "/imgsearch.v1.Search/Insert": WRITE,
     "/imgsearch.v1.Search/Delete": WRITE,
     "/imgsearch.v1.Embedder/Embed": EMBED,
