@@ -43,6 +43,7 @@ class SecureStack:
     data_dir: Path
     search: str
     embedder: str
+    web: str
     ca: Path
     tokens: dict[str, Path]
 
@@ -76,6 +77,7 @@ def secure_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSta
             data_dir=data_dir,
             search=summary["search"],
             embedder=summary["embedder"],
+            web=summary["web"],
             ca=Path(summary["secure"]["ca"]),
             tokens={scope: Path(path) for scope, path in summary["secure"]["tokens"].items()},
         )
@@ -301,3 +303,33 @@ def _children(pid: int) -> list[int]:
                 found.append(child)
                 frontier.append(child)
     return found
+
+
+def test_the_web_gateway_serves_https_and_passes_each_callers_token(
+    secure_stack: SecureStack, photos: dict[str, bytes]
+) -> None:
+    import ssl
+
+    import httpx
+
+    assert secure_stack.web.startswith("https://")
+    trust = ssl.create_default_context(cafile=str(secure_stack.ca))
+    with httpx.Client(base_url=secure_stack.web, verify=trust, timeout=60) as http:
+        assert http.get("/readyz").status_code == 200  # probes need no token
+        anonymous = http.get("/v1/stats")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["code"] == "UNAUTHENTICATED"
+        reader = {"Authorization": f"Bearer {secure_stack.token('search')}"}
+        writer = {"Authorization": f"Bearer {secure_stack.token('write')}"}
+        assert http.get("/v1/stats", headers=reader).status_code == 200
+        upload = {"image": ("a.jpg", photos["coffee"], "image/jpeg")}
+        denied = http.post("/v1/items", files=upload, data={"id": "web-x"}, headers=reader)
+        assert denied.status_code == 403
+        assert "'write' scope" in denied.json()["message"]
+        created = http.post("/v1/items", files=upload, data={"id": "web-x"}, headers=writer)
+        assert created.status_code == 201, created.text
+        assert http.get("/v1/thumbnails/web-x", headers=reader).content[:4] == b"RIFF"
+        assert http.get("/v1/thumbnails/web-x").status_code == 401
+        assert http.delete("/v1/items/web-x", headers=writer).json() == {"deleted": 1}
+    with pytest.raises(httpx.ConnectError):  # a client that does not trust the stack's CA
+        httpx.get(f"{secure_stack.web}/readyz", timeout=10)
