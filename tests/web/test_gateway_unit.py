@@ -114,3 +114,33 @@ def test_the_status_table_is_grpc_gateways() -> None:
         "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400,
         "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500,
     }  # fmt: skip
+
+
+def test_sigterm_drains_readiness_then_exits_cleanly() -> None:
+    """The process as deployed: /readyz turns 503 during the drain delay, then exit status 0."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.fixtures.processes import ChildProcess
+
+    env = {"WEB_LOG_LEVEL": "WARNING", "WEB_METRICS_PORT": "0", "WEB_DRAIN_DELAY_S": "3"}
+    child = ChildProcess(
+        "web",
+        [sys.executable, "-m", "imgsearch_web", "--host", "127.0.0.1", "--port", "0",
+         "--search-address", "127.0.0.1:1"],
+        env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        url = child.wait_for_line(r"web listening on (http://\S+)", timeout=60)[1]
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        child.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        draining = httpx.get(f"{url}/readyz", timeout=10)
+        assert draining.status_code == 503
+        assert draining.json() == {"search": "DRAINING"}
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # still up
+        assert child.proc.wait(30) == 0
+    finally:
+        child.stop()

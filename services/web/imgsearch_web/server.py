@@ -11,10 +11,13 @@ gives in-flight requests `shutdown_grace_s` to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
@@ -26,6 +29,7 @@ from imgsearch_web.app import create_app
 from imgsearch_web.settings import WebSettings
 
 _log = logging.getLogger(__name__)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -49,6 +53,24 @@ class _DrainingServer(uvicorn.Server):
         self._drain_delay_s = drain_delay_s
         self._draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT stop the server; unlike uvicorn's, a clean stop then exits 0.
+
+        uvicorn re-raises the captured signal after shutting down, so the process
+        would die of it (exit -15) even when everything stopped cleanly; the
+        other services exit 0 after a graceful SIGTERM, and so does this one.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self._drain_delay_s <= 0 or self.loop is None:
