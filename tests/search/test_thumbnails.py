@@ -167,7 +167,11 @@ async def test_a_collection_from_before_thumbnails_is_served_and_says_how_to_rei
         unique_collection,
         schema=schema,
         consistency_level="Session",
-        properties={"imgsearch.model": model.model, "imgsearch.schema": "1"},
+        properties={
+            "imgsearch.model": model.model,
+            "imgsearch.fingerprint": model.fingerprint,
+            "imgsearch.schema": "1",
+        },
     )
     client.close()
 
