@@ -709,4 +709,3 @@ def _http_ok(url: str, ca: Path | None = None) -> bool:
             return bool(reply.status == 200)
     except (OSError, urllib.error.URLError):
         return False
-
