@@ -38,7 +38,7 @@ def _settings(milvus_uri: str, redis_url: str, embedder: str, collection: str) -
 
 
 def _create(uri: str, name: str, dimension: int, properties: dict[str, str]) -> None:
-    client = MilvusClient(uri=uri, dedicated=True)
+    client = MilvusClient(uri=uri, dedicated=True, timeout=60)
     try:
         schema = MilvusClient.create_schema(auto_id=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
@@ -108,7 +108,7 @@ async def test_a_new_collection_records_the_embedders_fingerprint(
         assert server.store.info.fingerprint == served.fingerprint
     finally:
         await server.stop(drain_delay_s=0, grace_s=1)
-    client = MilvusClient(uri=milvus_lite_uri, dedicated=True)
+    client = MilvusClient(uri=milvus_lite_uri, dedicated=True, timeout=60)
     try:
         properties = client.describe_collection(unique_collection)["properties"]
     finally:

@@ -327,7 +327,7 @@ async def test_start_up_waits_for_the_embedder_then_serves(
 async def test_a_collection_of_another_model_is_refused_at_start_up(
     milvus_lite_uri: str, redis_url: str, embedder_address: str, unique_collection: str
 ):
-    client = MilvusClient(uri=milvus_lite_uri, dedicated=True)
+    client = MilvusClient(uri=milvus_lite_uri, dedicated=True, timeout=60)
     try:
         schema = MilvusClient.create_schema(auto_id=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)

@@ -155,7 +155,7 @@ async def test_a_collection_from_before_thumbnails_is_served_and_says_how_to_rei
             embedder_pb2.GetModelRequest(), timeout=30
         )
     # The schema imgsearch created before thumbnails (schema 1).
-    client = MilvusClient(uri=milvus_uri)
+    client = MilvusClient(uri=milvus_uri, timeout=60)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=model.dimension)
