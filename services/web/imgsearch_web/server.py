@@ -1,8 +1,9 @@
 """Running the gateway: uvicorn on a socket bound here, so port 0 works and is announced.
 
 `serve` binds the socket first (port 0 picks a free one), starts uvicorn on
-it (HTTPS with `tls_cert_file`), and once the application has started prints
-one line `web listening on http(s)://HOST:PORT` on stdout for supervisors and scripts
+it (HTTPS with `tls_cert_file`, followed as it rotates on disk: `tls`), and
+once the application has started prints one line
+`web listening on http(s)://HOST:PORT` on stdout for supervisors and scripts
 (`imgsearch up`, tests). On SIGTERM or SIGINT, /readyz turns 503 for
 `drain_delay_s` (load balancers notice), then uvicorn stops accepting and
 gives in-flight requests `shutdown_grace_s` to finish.
@@ -25,8 +26,10 @@ from prometheus_client import CollectorRegistry
 
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import start_metrics_server
+from imgsearch.common.tls import TlsConfigurationError
 from imgsearch_web.app import create_app
 from imgsearch_web.settings import WebSettings
+from imgsearch_web.tls import ReloadingServerTls
 
 _log = logging.getLogger(__name__)
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -93,16 +96,25 @@ async def serve(settings: WebSettings) -> int:
     except OSError as error:
         _log.error("cannot listen on %s:%s: %s", settings.host, settings.port, error)
         return 1
-    tls = settings.tls_cert_file is not None
+    tls = None
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        try:
+            tls = ReloadingServerTls(settings.tls_cert_file, settings.tls_key_file)
+        except TlsConfigurationError as error:
+            _log.error("cannot serve HTTPS: %s", error)
+            sock.close()
+            return 1
     config = uvicorn.Config(
         app,
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
-        ssl_certfile=str(settings.tls_cert_file) if tls else None,
-        ssl_keyfile=str(settings.tls_key_file) if tls else None,
     )
+    config.load()
+    if tls is not None:
+        # Our context, not uvicorn's: it follows the certificate files as they rotate.
+        config.ssl = tls.context
     server = _DrainingServer(config, settings.drain_delay_s)
     server.loop = asyncio.get_running_loop()
     metrics = None
@@ -115,7 +127,7 @@ async def serve(settings: WebSettings) -> int:
         if server.started:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
-            scheme = "https" if tls else "http"
+            scheme = "https" if tls is not None else "http"
             print(f"web listening on {scheme}://{shown}:{port}", flush=True)
         await running
     finally:
