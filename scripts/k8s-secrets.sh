@@ -7,7 +7,7 @@
 # Makes, under --dir (mode 0700, every file 0600; keep it safe or delete what
 # you do not need once applied):
 #   - a private CA and, for each service, a TLS key and certificate signed by it
-#     (Secrets imgsearch-{embedder,search,search-client,redis,milvus}-tls, each
+#     (Secrets imgsearch-{embedder,search,search-client,web,redis,milvus}-tls, each
 #     with tls.crt, tls.key, ca.crt); skipped with --no-certs, when cert-manager
 #     issues them (the cert-manager component);
 #   - one bearer token per scope for the clients (search.token, write.token,
@@ -120,6 +120,9 @@ if [[ $certs == 1 ]]; then
     "embedder-headless.$ns.svc.cluster.local"
   issue search serverAuth search "search.$ns.svc" "search.$ns.svc.cluster.local"
   issue search-client clientAuth "search-client.$ns.svc"
+  # The web gateway's HTTPS (the ingress controller verifies it as web.$ns.svc);
+  # localhost for kubectl port-forward.
+  issue web serverAuth web "web.$ns.svc" "web.$ns.svc.cluster.local" localhost IP:127.0.0.1
   issue redis serverAuth redis "redis.$ns.svc" "redis.$ns.svc.cluster.local" localhost IP:127.0.0.1
   issue milvus serverAuth milvus "milvus.$ns.svc" "milvus.$ns.svc.cluster.local"
 fi

@@ -146,8 +146,9 @@ def test_ports_probes_and_services_match_the_settings(
 
 
 def _check_web_probes(container: Obj, settings: BaseSettings, where: str) -> None:
-    """HTTP probes on the gateway's port: liveness /healthz, readiness /readyz (Search SERVING)."""
-    assert container_port(container, "http") == settings.port, where
+    """HTTPS probes on the gateway's port: liveness /healthz, readiness /readyz (Search SERVING)."""
+    assert settings.tls_cert_file is not None, f"{where}: the gateway serves plain HTTP"
+    assert container_port(container, "https") == settings.port, where
     for kind, path in (
         ("startupProbe", "/healthz"),
         ("readinessProbe", "/readyz"),
@@ -155,6 +156,7 @@ def _check_web_probes(container: Obj, settings: BaseSettings, where: str) -> Non
     ):
         probe = container[kind]["httpGet"]
         assert probe["path"] == path, f"{where} {kind}"
+        assert probe.get("scheme") == "HTTPS", f"{where} {kind}: the gateway answers HTTPS only"
         assert container_port(container, probe["port"]) == settings.port, f"{where} {kind}"
 
 
@@ -181,7 +183,7 @@ def test_web_reaches_search_through_its_service(
         assert timeout >= settings.duplicates_timeout_s
         assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
         backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-        assert backend == {"name": "web", "port": {"name": "http"}}
+        assert backend == {"name": "web", "port": {"name": "https"}}
         assert ingress["spec"]["tls"], "the Ingress serves TLS"
 
 

@@ -259,9 +259,9 @@ def test_network_policies_deny_by_default_and_open_only_the_search_paths(
     assert ({}, [{"port": "grpc", "protocol": "TCP"}]) in search_peers
 
 
-def test_the_web_gateway_is_reached_on_http_and_reaches_only_search(rendered: Rendered) -> None:
+def test_the_web_gateway_is_reached_on_https_and_reaches_only_search(rendered: Rendered) -> None:
     web_peers = _peers_allowed_in(rendered, "web")
-    http = [{"port": "http", "protocol": "TCP"}]
+    http = [{"port": "https", "protocol": "TCP"}]
     if rendered.get("Ingress", "web") is None:
         assert ({}, http) in web_peers  # browsers and HTTP clients, from anywhere
     else:

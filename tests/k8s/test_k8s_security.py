@@ -91,8 +91,11 @@ def test_tls_and_auth_are_on_for_every_hop(
             settings = _load_settings(patch, cls, prefix, rendered.container_env(container))
         where = f"{rendered.overlay}/{container['name']}"
         if prefix == "WEB_":
-            # No principals of its own: callers' tokens go through, to Search over TLS.
+            # No principals of its own: callers' tokens go through, to Search over TLS;
+            # it serves HTTPS itself (to browsers, or to the ingress controller).
             assert settings.search_tls_ca_file is not None, where
+            assert settings.tls_cert_file is not None, where
+            assert settings.tls_key_file is not None, where
             continue
         assert settings.tls_mode in ("tls", "mtls"), where
         assert settings.auth_mode == "enforce", where
@@ -224,6 +227,8 @@ def _expected_names(rendered: Rendered) -> dict[str, set[str]]:
         "redis": {urlsplit(env["SEARCH_REDIS_URL"]).hostname or "", "127.0.0.1"},
         "milvus": {urlsplit(env["SEARCH_MILVUS_URI"]).hostname or ""},
         "search": {"search.imgsearch.svc.cluster.local"},
+        # What the ingress controller verifies (proxy-ssl-name), and port-forwards.
+        "web": {"web.imgsearch.svc", "localhost", "127.0.0.1"},
     }
 
 
@@ -309,3 +314,34 @@ def test_search_is_open_to_clients_but_guarded_by_tls_and_tokens(
     service_ports = {p["name"] for p in rendered.must("Service", "search")["spec"]["ports"]}
     assert "health" not in service_ports, "the plaintext probe port is not a Service port"
     assert ports["health"]["containerPort"] == settings.health_probe_port
+
+
+def test_the_ingress_talks_https_to_the_gateway_and_verifies_it(
+    rendered_overlays: dict[str, Rendered], made: tuple[Path, dict[str, Obj]]
+) -> None:
+    """Browser -> controller -> web pod: TLS on both hops, the inner one verified by name."""
+    _, secrets = made
+    rendered = rendered_overlays["ingress"]
+    ingress = rendered.must("Ingress", "web")
+    annotations = ingress["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert annotations[prefix + "backend-protocol"] == "HTTPS"
+    assert annotations[prefix + "proxy-ssl-verify"] == "on"
+    assert annotations[prefix + "proxy-ssl-server-name"] == "on"
+    # The name it checks is one the gateway's certificate carries (script and cert-manager).
+    name = annotations[prefix + "proxy-ssl-name"]
+    assert name in _expected_names(rendered)["web"]
+    certificate = next(
+        c for c in rendered_overlays["cpu"].kind("Certificate") if c["metadata"]["name"] == "web"
+    )
+    assert name in certificate["spec"]["dnsNames"]
+    # The CA it trusts: ca.crt of a Secret in the Ingress's namespace that both
+    # the script and cert-manager make, the one the web pods serve from.
+    namespace, _, secret = annotations[prefix + "proxy-ssl-secret"].partition("/")
+    assert namespace == ingress["metadata"]["namespace"]
+    assert "ca.crt" in secrets[secret]["data"]
+    assert certificate["spec"]["secretName"] == secret
+    web = rendered.must("Deployment", "web")["spec"]["template"]["spec"]
+    assert secret in {v["secret"]["secretName"] for v in web["volumes"] if "secret" in v}
+    # The public certificate is another Secret: the private CA's is not for browsers.
+    assert all(tls["secretName"] != secret for tls in ingress["spec"]["tls"])
