@@ -144,3 +144,30 @@ def test_sigterm_drains_readiness_then_exits_cleanly() -> None:
         assert child.proc.wait(30) == 0
     finally:
         child.stop()
+
+
+async def test_a_duplicate_scan_beyond_searchs_limit_is_429_naming_the_limit() -> None:
+    """Search's own stream limit (the runtime's, with a held stand-in scan) through the gateway.
+
+    The scan holding the one place is a direct gRPC call: httpx's in-process
+    transport returns a response only once its body is complete.
+    """
+    from tests.common.test_stream_limits import _open_scan, held_search
+
+    async with held_search(stream_limit=1) as (servicer, port, channel):
+        held = await _open_scan(search_pb2_grpc.SearchStub(channel))
+        app = create_app(WebSettings(search_address=f"127.0.0.1:{port}", search_timeout_s=5))
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://gw") as http,
+        ):
+            refused = await http.post("/v1/duplicates", json={"threshold": 0.9})
+            assert refused.status_code == 429
+            assert refused.json() == {
+                "code": "RESOURCE_EXHAUSTED",
+                "message": "server busy: 1 long-running streams in progress"
+                " (limit 1, SEARCH_MAX_CONCURRENT_STREAMS); retry later",
+            }
+            servicer.release.set()
+            held.cancel()

@@ -105,6 +105,8 @@ class SearchServer:
             max_receive_message_bytes=settings.max_message_bytes,
             credentials=self.security.credentials,
             max_concurrent_rpcs=settings.max_concurrent_rpcs,
+            max_concurrent_streams=settings.max_concurrent_streams,
+            limit_settings=("SEARCH_MAX_CONCURRENT_RPCS", "SEARCH_MAX_CONCURRENT_STREAMS"),
         )
         self.metrics_server: MetricsServer | None = None
         self._monitor: asyncio.Task[None] | None = None

@@ -209,6 +209,15 @@ class SearchSettings(ServerSettings):
     duplicates_call_timeout_s: float = Field(
         120.0, gt=0, description="Longest one Milvus neighbour search of FindDuplicates may take."
     )
+    max_concurrent_streams: int = Field(
+        2,
+        ge=1,
+        description=(
+            "FindDuplicates scans (long server streams) in progress at once; beyond it"
+            " RESOURCE_EXHAUSTED. Counted apart from SEARCH_MAX_CONCURRENT_RPCS; each exact scan"
+            " holds its items' vectors in memory."
+        ),
+    )
     duplicates_batch_size: int = Field(
         128,
         ge=1,

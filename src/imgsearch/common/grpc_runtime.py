@@ -128,6 +128,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             request_id = str(incoming.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
             token = request_id_var.set(request_id)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            # Read now: the generator may be finalised after the call is gone, and
+            # touching the context then crashes the process (grpcio's Cython layer).
+            peer = context.peer()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -152,7 +155,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 _access_log.info(
                     "rpc",
                     extra={"method": method, "code": code.name,
-                           "duration_ms": round(elapsed * 1000, 3), "peer": context.peer()},
+                           "duration_ms": round(elapsed * 1000, 3), "peer": peer},
                 )  # fmt: skip
                 with contextlib.suppress(ValueError):  # finalised in another context
                     request_id_var.reset(token)
@@ -175,21 +178,39 @@ def _parse_request(deserialize: Callable[[bytes], Any] | None, raw: Any) -> Any:
 
 
 class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
-    """Sheds unary RPCs beyond `limit` in progress at once with RESOURCE_EXHAUSTED.
+    """Sheds calls beyond their limit in progress at once with RESOURCE_EXHAUSTED.
 
-    Every call in progress holds its request message (up to the receive limit)
-    and whatever its handler allocates, so the number in progress bounds memory.
-    Health checks and reflection are exempt: an overloaded server still answers
-    its probes, and sheds load rather than being restarted for it. The refusal
-    is a `ResourceExhaustedError` (retriable), mapped by `ObservabilityInterceptor`,
-    which must come before this one.
+    Two counts, two limits: unary calls (`limit`), and server-streaming calls
+    written as async generators (`stream_limit`: Search.FindDuplicates, a scan
+    of minutes that holds a matrix of vectors). Every unary call in progress
+    holds its request message (up to the receive limit) and whatever its
+    handler allocates, so their number bounds memory; a long stream holds far
+    more for far longer, so it gets its own, smaller limit rather than taking
+    places meant for short calls (with `stream_limit` None, streams are not
+    limited here). A stream holds its place from its first message until it
+    ends, fails or is cancelled. Health checks and reflection are exempt: an
+    overloaded server still answers its probes, and sheds load rather than
+    being restarted for it. The refusal is a `ResourceExhaustedError`
+    (retriable) that names the limit and, when given, the setting that sets
+    it; `ObservabilityInterceptor`, which must come before this one, maps it.
     """
 
     EXEMPT_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        stream_limit: int | None = None,
+        *,
+        limit_setting: str = "",
+        stream_limit_setting: str = "",
+    ) -> None:
         self.limit = limit
+        self.stream_limit = stream_limit
         self.in_progress = 0
+        self.streams_in_progress = 0
+        self._limit_name = f", {limit_setting}" if limit_setting else ""
+        self._stream_limit_name = f", {stream_limit_setting}" if stream_limit_setting else ""
 
     async def intercept_service(
         self,
@@ -197,20 +218,19 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or method.startswith(self.EXEMPT_PREFIXES)
-        ):
+        if handler is None or handler_call_details.method.startswith(self.EXEMPT_PREFIXES):
+            return handler
+        if self.stream_limit is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            return self._limit_stream(handler)
+        if handler.unary_unary is None:
             return handler
         behaviour = handler.unary_unary
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if self.in_progress >= self.limit:
                 raise ResourceExhaustedError(
-                    f"server busy: {self.in_progress} calls in progress (limit {self.limit});"
-                    " retry with backoff"
+                    f"server busy: {self.in_progress} calls in progress (limit {self.limit}"
+                    f"{self._limit_name}); retry with backoff"
                 )
             self.in_progress += 1
             try:
@@ -219,6 +239,29 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
                 self.in_progress -= 1
 
         return grpc.unary_unary_rpc_method_handler(
+            limited,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _limit_stream(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The same for a server-streaming handler, against `stream_limit`."""
+        behaviour = handler.unary_stream
+
+        async def limited(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if self.streams_in_progress >= (self.stream_limit or 0):
+                raise ResourceExhaustedError(
+                    f"server busy: {self.streams_in_progress} long-running streams in progress"
+                    f" (limit {self.stream_limit}{self._stream_limit_name}); retry later"
+                )
+            self.streams_in_progress += 1
+            try:
+                async for message in behaviour(request, context):
+                    yield message
+            finally:
+                self.streams_in_progress -= 1
+
+        return grpc.unary_stream_rpc_method_handler(
             limited,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
@@ -274,6 +317,8 @@ def create_grpc_server(
     max_receive_message_bytes: int = 4 * 1024 * 1024,
     credentials: grpc.ServerCredentials | None = None,
     max_concurrent_rpcs: int | None = None,
+    max_concurrent_streams: int | None = None,
+    limit_settings: tuple[str, str] = ("", ""),
 ) -> tuple[grpc.aio.Server, int]:
     """Build (not start) a grpc.aio server with our services, health and reflection.
 
@@ -281,7 +326,10 @@ def create_grpc_server(
     `credentials` (see `imgsearch.common.server_security`) serve TLS; None
     serves plaintext. `max_concurrent_rpcs` caps the service calls in progress
     (see `ConcurrencyLimitInterceptor`; probes exempt), with gRPC's own limit a
-    little above it as the backstop for every call, probes included.
+    little above it as the backstop for every call, probes included;
+    `max_concurrent_streams` does the same for long server streams (None: they
+    count against no limit of ours). `limit_settings` names the two settings
+    (e.g. `SEARCH_MAX_CONCURRENT_RPCS`) in the refusal messages.
     """
     options = [
         ("grpc.max_receive_message_length", max_receive_message_bytes),
@@ -299,8 +347,15 @@ def create_grpc_server(
     chain = list(interceptors)
     transport_limit = None
     if max_concurrent_rpcs is not None:
-        chain.append(ConcurrencyLimitInterceptor(max_concurrent_rpcs))
-        transport_limit = max_concurrent_rpcs + PROBE_HEADROOM_RPCS
+        chain.append(
+            ConcurrencyLimitInterceptor(
+                max_concurrent_rpcs,
+                max_concurrent_streams,
+                limit_setting=limit_settings[0],
+                stream_limit_setting=limit_settings[1],
+            )
+        )
+        transport_limit = max_concurrent_rpcs + (max_concurrent_streams or 0) + PROBE_HEADROOM_RPCS
         # Without bandwidth-delay probing, a stream's receive window stays small
         # until its message is read: calls refused for the limit above buffer
         # 64 KiB each, not megabytes (measured: a flood of 40 x 7 MiB requests
