@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web soak images up clean eval eval-data whitening descriptor-search
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web bench-thumbnails soak images up clean eval eval-data whitening descriptor-search
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench-search: setup ## Search latency at 10k and 100k items per Milvus back end,
 
 bench-web: setup ## Benchmark the HTTP gateway's overhead and duplicate finding over 20,000 items
 	$(PY) bench/bench_web.py
+
+bench-thumbnails: setup ## What a stored thumbnail costs per item (bytes, Milvus memory per million) on real photo sets
+	$(PY) bench/thumbnail_cost.py
 
 soak: setup ## Mixed Insert/Search/Delete against `imgsearch up` for SOAK_SECONDS (600); update docs/benchmarks.md
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py

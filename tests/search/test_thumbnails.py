@@ -202,3 +202,37 @@ async def test_a_collection_from_before_thumbnails_is_served_and_says_how_to_rei
             assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "without thumbnails" in info.value.details()
             assert "ingest the images again into a new collection" in info.value.details()
+
+
+@pytest.mark.slow
+async def test_thumbnails_turned_off_store_none_and_warn_nothing(
+    search_service_factory: SearchServiceFactory,
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+) -> None:
+    """SEARCH_THUMBNAILS_ENABLED=false, for collections too large to keep them in memory."""
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url=redis_url,
+        embedder_address=embedder_address,
+        thumbnails_enabled=False,
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        horse = jpeg(load_photo("horse", 300))
+        reply = await stub.Insert(
+            search_pb2.InsertRequest(items=[search_pb2.Item(id="horse", image=horse)]),
+            timeout=120,
+        )
+        assert [(r.code, r.message) for r in reply.results] == [(0, "")]
+        got = await stub.Get(
+            search_pb2.GetRequest(ids=["horse"], include_thumbnails=True), timeout=30
+        )
+        assert [(i.id, i.thumbnail, i.thumbnail_mime_type) for i in got.items] == [
+            ("horse", b"", "")
+        ]
+        listed = await stub.List(search_pb2.ListRequest(include_thumbnails=True), timeout=30)
+        assert [(i.id, i.thumbnail) for i in listed.items] == [("horse", b"")]
+        hits = await stub.Search(search_pb2.SearchRequest(image=horse, top_k=1), timeout=60)
+        assert hits.hits[0].id == "horse"

@@ -84,6 +84,7 @@ class SearchServer:
                 max_image_pixels=settings.thumbnail_max_image_pixels,
             ),
             settings.thumbnail_workers,
+            enabled=settings.thumbnails_enabled,
         )
         self._cache_metrics = CacheMetrics(self.registry)
         self._query_metrics = QueryMetrics(self.registry)

@@ -168,6 +168,14 @@ class SearchSettings(ServerSettings):
     )
 
     # --- thumbnails (made at Insert, stored in Milvus)
+    thumbnails_enabled: bool = Field(
+        True,
+        description=(
+            "Make and store a thumbnail of every inserted image (about 9 KiB of Milvus memory"
+            " per item, docs/web.md). Off: new items are stored without one (results show no"
+            " picture), for collections too large to keep them in memory."
+        ),
+    )
     thumbnail_max_side: int = Field(
         256, ge=32, le=512, description="Longest side of a stored thumbnail, in pixels."
     )

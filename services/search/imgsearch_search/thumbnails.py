@@ -112,14 +112,21 @@ def make_thumbnail(data: bytes, spec: ThumbnailSpec) -> bytes:
 
 
 class ThumbnailMaker:
-    """Makes thumbnails on a bounded pool of worker threads."""
+    """Makes thumbnails on a bounded pool of worker threads (or none, when not `enabled`)."""
 
-    def __init__(self, spec: ThumbnailSpec, workers: int) -> None:
+    def __init__(self, spec: ThumbnailSpec, workers: int, *, enabled: bool = True) -> None:
         self.spec = spec
+        self.enabled = enabled
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thumbnail")
 
     async def make_each(self, images: Sequence[bytes]) -> list[bytes | InvalidArgumentError]:
-        """One result per image, in order: the encoded thumbnail, or why none could be made."""
+        """One result per image, in order: the encoded thumbnail, or why none could be made.
+
+        When thumbnails are turned off, b"" for each: stored as no thumbnail, and
+        no warning (the operator chose it; nothing failed).
+        """
+        if not self.enabled:
+            return [b""] * len(images)
         loop = asyncio.get_running_loop()
 
         async def one(data: bytes) -> bytes | InvalidArgumentError:

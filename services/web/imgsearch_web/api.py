@@ -308,7 +308,8 @@ async def get_thumbnail(
     if not item.thumbnail:
         raise ApiError.from_code(
             grpc.StatusCode.NOT_FOUND,
-            f"item {item_id[:80]!r} has no thumbnail (none could be made of its image)",
+            f"item {item_id[:80]!r} has no thumbnail (none could be made of its image, or"
+            " thumbnails were off, SEARCH_THUMBNAILS_ENABLED=false, when it was stored)",
         )
     etag = '"' + hashlib.sha256(item.thumbnail).hexdigest()[:32] + '"'
     headers = {
