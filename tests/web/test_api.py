@@ -31,6 +31,7 @@ def test_health_stats_and_the_page(web: WebUnderTest) -> None:
     assert web.http.get("/healthz").json() == {"status": "ok"}
     stats = web.http.get("/v1/stats").json()
     assert stats["item_count"] >= len(web.ids)
+    assert web.http.get("/v1/limits").json() == {"max_upload_bytes": 16 * 1024 * 1024}
     assert stats["dimension"] > 0
     page = web.http.get("/")
     assert page.status_code == 200
@@ -269,6 +270,7 @@ def test_openapi_document_is_typed_and_maps_errors(web: WebUnderTest) -> None:
         "/v1/duplicates",
         "/v1/stats",
         "/v1/health",
+        "/v1/limits",
     } <= set(paths)
     for path, operations in paths.items():
         for method, operation in operations.items():

@@ -163,6 +163,78 @@ async def test_an_invalid_file_shows_a_readable_error(browser: Browser, web: Web
     await expect(error).to_be_hidden()
 
 
+async def test_odd_inputs_each_get_a_clear_message(browser: Browser, web: WebUnderTest) -> None:
+    """A demanding user: empty and oversized files, searching before there is a query, a bad
+    filter, a filter that matches nothing, a non-image upload. Each gets one readable line."""
+    under_test = await open_page(browser, web)
+    page = under_test.page
+    error = page.locator("#error")
+    # Enter in the filter box before any query: a message, not a page reload.
+    await page.press("#filter", "Enter")
+    await expect(error).to_contain_text("Drop a photo, pick a file or paste an image first")
+    assert "?" not in page.url
+    # An empty file, and one over the gateway's upload limit (16 MiB): refused
+    # before anything is sent, with the sizes.
+    await drop_file(page, "#dropzone", b"", "empty.png", "image/png")
+    await expect(error).to_contain_text("empty.png is empty (0 bytes).")
+    huge = await page.evaluate_handle(
+        """() => {
+            const transfer = new DataTransfer();
+            const bytes = new Uint8Array(17 * 1024 * 1024);
+            bytes.set([0xff, 0xd8, 0xff]);
+            transfer.items.add(new File([bytes], "huge.jpg", { type: "image/jpeg" }));
+            return transfer;
+        }"""
+    )
+    await page.dispatch_event("#dropzone", "drop", {"dataTransfer": huge})
+    await expect(error).to_contain_text(
+        "huge.jpg is 17 MiB, over the upload limit of 16 MiB. Pick a smaller file."
+    )
+    assert not [url for url in under_test.requests if "/v1/search" in url]
+    # Sent anyway (an API client, or the check bypassed): the browser gets the
+    # gateway's 413 with its JSON body, not a broken connection.
+    status = await page.evaluate(
+        """async () => {
+            const body = new Blob([new Uint8Array(17 * 1024 * 1024)], { type: "image/jpeg" });
+            const response = await fetch("v1/search/image", { method: "POST", body });
+            return [response.status, (await response.json()).code];
+        }"""
+    )
+    assert status == [413, "RESOURCE_EXHAUSTED"]
+    # A filter Search cannot parse: its message; one that matches nothing: no hits, said so.
+    await page.fill("#filter", "suite ==")
+    await drop_file(page, "#dropzone", (web.photo_dir / "coins.jpg").read_bytes(), "coins.jpg",
+                    "image/jpeg")  # fmt: skip
+    await expect(error).to_contain_text("INVALID_ARGUMENT 400")
+    await expect(error).to_contain_text("filter")
+    await page.fill("#filter", 'suite == "no-such-suite"')
+    await page.press("#filter", "Enter")  # runs the same query again with the new filter
+    await expect(page.locator("#status")).to_contain_text("No hits")
+    await expect(error).to_be_hidden()
+    # Another top k re-runs it too.
+    await page.fill("#filter", SUITE_FILTER)
+    await page.select_option("#top-k", "5")
+    await expect(page.locator("#results figure")).to_have_count(5)
+    await expect(page.locator("#results figure").first).to_have_attribute("data-id", "web/coins")
+    # The upload form checks the same way, and shows Search's reason for a non-image.
+    await page.goto(f"{web.url}/#upload")
+    await page.set_input_files(
+        "#upload-file", files=[{"name": "empty.jpg", "mimeType": "image/jpeg", "buffer": b""}]
+    )
+    await page.click("#upload-form button[type=submit]")
+    await expect(error).to_contain_text("empty.jpg is empty (0 bytes).")
+    await page.set_input_files(
+        "#upload-file",
+        files=[{"name": "notes", "mimeType": "", "buffer": b"plain text, not a picture"}],
+    )
+    await page.click("#upload-form button[type=submit]")
+    await expect(error).to_contain_text("INVALID_ARGUMENT 400")
+    await expect(error).to_contain_text("image")
+    for text in await error.all_inner_texts():
+        assert "Traceback" not in text
+    assert under_test.errors == []
+
+
 async def test_browse_pages_through_the_collection(browser: Browser, web: WebUnderTest) -> None:
     under_test = await open_page(browser, web)
     page = under_test.page

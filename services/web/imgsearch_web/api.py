@@ -30,6 +30,7 @@ from imgsearch_web.models import (
     InsertResult,
     Item,
     ItemPage,
+    Limits,
     SearchQuery,
     SearchResult,
     Stats,
@@ -398,3 +399,12 @@ async def health(search: Backend, response: Response) -> Health:
     serving = status == "SERVING"
     response.status_code = 200 if serving else 503
     return Health(status="SERVING" if serving else "NOT_SERVING", search=status)
+
+
+@router.get(
+    "/limits",
+    response_model=Limits,
+    summary="The gateway's own limits (the page checks a file's size against them first)",
+)
+async def limits(config: Settings) -> Limits:
+    return Limits(max_upload_bytes=config.max_upload_bytes)

@@ -145,6 +145,14 @@ class Health(BaseModel):
     search: str = Field(description="Search's health: SERVING, NOT_SERVING or UNREACHABLE.")
 
 
+class Limits(BaseModel):
+    """The gateway's own limits (Search's are in the proto and in its error messages)."""
+
+    max_upload_bytes: int = Field(
+        description="Largest request body accepted, in bytes (WEB_MAX_UPLOAD_BYTES); larger: 413."
+    )
+
+
 class DuplicatesQuery(BaseModel):
     """What a duplicate scan compares."""
 

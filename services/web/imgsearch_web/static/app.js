@@ -32,6 +32,9 @@ async function describeFailure(response) {
     401: " Set a token (top right).",
     403: " Your token does not allow this.",
     413: " Pick a smaller file.",
+    429: " The server is busy: try again in a moment.",
+    503: " Search is not available right now: try again shortly.",
+    504: " Search took too long: try again, or narrow the filter.",
   };
   return `${message || "request failed"} (${code || "HTTP"} ${response.status}).${hints[response.status] || ""}`;
 }
@@ -189,12 +192,52 @@ function showHits(result, started) {
     : "No hits (is the collection empty, or does the filter match nothing?).";
 }
 
+// The gateway's own limits (GET v1/limits), asked once; unknown if that fails.
+let gatewayLimits = null;
+
+function limits() {
+  if (!gatewayLimits) gatewayLimits = apiJson("v1/limits").catch(() => ({}));
+  return gatewayLimits;
+}
+
+function formatBytes(count) {
+  if (count >= 1024 * 1024) return `${(count / (1024 * 1024)).toFixed(1).replace(/\.0$/, "")} MiB`;
+  if (count >= 1024) return `${Math.round(count / 1024)} KiB`;
+  return `${count} bytes`;
+}
+
+// Refuse, with a readable reason, a file that cannot be a query or an upload,
+// before sending it: not an image, empty, or over the gateway's upload limit.
+async function checkImageFile(file) {
+  const name = file.name || "The pasted image";
+  // No type or a generic one (a file without a known extension): Search decides.
+  const unknown = file.type === "" || file.type === "application/octet-stream";
+  if (!(file.type.startsWith("image/") || unknown)) {
+    throw new ApiError(`${name} is not an image (${file.type}). Pick a JPEG, PNG, WebP, GIF, BMP or TIFF file.`);
+  }
+  if (file.size === 0) throw new ApiError(`${name} is empty (0 bytes).`);
+  const max = (await limits()).max_upload_bytes;
+  if (max && file.size > max) {
+    throw new ApiError(
+      `${name} is ${formatBytes(file.size)}, over the upload limit of ${formatBytes(max)}. Pick a smaller file.`,
+    );
+  }
+}
+
+// The query the options (filter, top k, min score) apply to, to run it again when they change.
+let lastQuery = null;
+
+function rerunLastQuery() {
+  if (!lastQuery) {
+    throw new ApiError("Drop a photo, pick a file or paste an image first: the filter, top k and min score apply to it.");
+  }
+  return lastQuery.kind === "image" ? searchByImage(lastQuery.file) : searchById(lastQuery.id);
+}
+
 async function searchByImage(file) {
   if (!file) return;
-  const looksLikeImage = file.type.startsWith("image/") || file.type === "";
-  if (!looksLikeImage) {
-    throw new ApiError(`${file.name || "The file"} is not an image (${file.type}).`);
-  }
+  await checkImageFile(file);
+  lastQuery = { kind: "image", file };
   showQuery(URL.createObjectURL(file), `Your image: ${file.name || "pasted image"}`);
   $("results").replaceChildren();
   $("status").textContent = "Searching…";
@@ -215,23 +258,40 @@ async function searchByImage(file) {
 }
 
 async function searchById(id) {
+  lastQuery = { kind: "id", id };
   const url = `v1/thumbnails/${encodeURIComponent(id)}`;
   $("results").replaceChildren();
   showQuery(null, `More like ${id}`);
   loadThumbnail($("query-image"), url).catch(() => {});
   $("status").textContent = "Searching…";
   const started = performance.now();
-  const result = await apiJson("v1/search", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ id, ...searchOptions() }),
-  });
-  showHits(result, started);
+  try {
+    const result = await apiJson("v1/search", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id, ...searchOptions() }),
+    });
+    showHits(result, started);
+  } catch (error) {
+    $("status").textContent = "";
+    throw error;
+  }
 }
 
 function setUpSearch() {
   const zone = $("dropzone");
   const input = $("file");
+  // Enter in the filter box, or another top k or min score: the same query again
+  // (never a page reload that would lose the results).
+  $("search-options").addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(rerunLastQuery);
+  });
+  for (const id of ["top-k", "min-score"]) {
+    $(id).addEventListener("change", () => {
+      if (lastQuery) guarded(rerunLastQuery);
+    });
+  }
   input.addEventListener("change", () => guarded(() => searchByImage(input.files[0])).finally(() => (input.value = "")));
   zone.addEventListener("click", (event) => {
     if (event.target === zone || event.target.tagName === "P" || event.target.tagName === "STRONG") input.click();
@@ -407,6 +467,7 @@ function parseLabels(text) {
 async function upload() {
   const file = $("upload-file").files[0];
   if (!file) throw new ApiError("Pick an image to insert.");
+  await checkImageFile(file);
   const form = new FormData();
   form.append("image", file, file.name);
   form.append("id", $("upload-id").value.trim());
