@@ -176,9 +176,15 @@ def test_errors_map_to_http_statuses_with_a_json_body(web: WebUnderTest) -> None
         "INVALID_ARGUMENT",
         "labels",
     )
-    _error(web.http.get("/v1/nothing"), 404, "NOT_FOUND")
+    _error(web.http.get("/v1/nothing"), 404, "NOT_FOUND", "nothing at /v1/nothing", "openapi")
+    _error(
+        web.http.post("/v1/search", content=b"{oops", headers={"content-type": "application/json"}),
+        400,
+        "INVALID_ARGUMENT",
+        "body: not valid JSON",
+    )
     not_allowed = web.http.put("/v1/items")
-    _error(not_allowed, 405, "UNIMPLEMENTED")
+    _error(not_allowed, 405, "UNIMPLEMENTED", "PUT is not allowed on /v1/items; use GET, POST")
     assert not_allowed.headers["allow"] == "GET, POST"
     _error(
         web.http.get("/v1/stats", headers={"authorization": "Bearer caf\u00e9".encode()}),
@@ -211,7 +217,7 @@ def test_uploads_over_the_limit_are_refused_before_or_while_they_arrive(web: Web
         ),
         413,
         "RESOURCE_EXHAUSTED",
-        str(limit),
+        f"over the gateway's limit of {limit} bytes (16 MiB, WEB_MAX_UPLOAD_BYTES)",
     )
 
     def chunks():  # no Content-Length: counted as it streams in
@@ -222,6 +228,7 @@ def test_uploads_over_the_limit_are_refused_before_or_while_they_arrive(web: Web
         web.http.post("/v1/search/image", content=chunks(), headers={"content-type": "image/jpeg"}),
         413,
         "RESOURCE_EXHAUSTED",
+        "(16 MiB, WEB_MAX_UPLOAD_BYTES)",
     )
     _error(
         web.http.post("/v1/items", files={"image": ("big.jpg", _Zeros(limit + 1), "image/jpeg")}),

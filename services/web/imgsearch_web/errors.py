@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from imgsearch_web.middleware import BodyTooLargeError
+from imgsearch_web.middleware import BodyTooLargeError, too_large_message
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +116,11 @@ def _describe_validation(error: RequestValidationError) -> str:
         head = where.get(location[0], location[0]) if location else "request"
         name = ".".join(location[1:])
         message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        if problem.get("type") == "json_invalid":
+            # loc is ("body", offset): say what it is, not "body 1: JSON decode error".
+            reason = (problem.get("ctx") or {}).get("error", "")
+            parts.append(f"body: not valid JSON ({reason}, at character {name or 0})")
+            continue
         parts.append(f"{head} {name}".strip() + f": {message}")
     return "; ".join(parts) or "the request is invalid"
 
@@ -145,10 +150,15 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(error, StarletteHTTPException)
         code = _CODE_FOR_HTTP_STATUS.get(error.status_code, grpc.StatusCode.UNKNOWN)
         headers: dict[str, str] = dict(getattr(error, "headers", None) or {})
+        message = str(error.detail)
+        path = request.url.path
         if error.status_code == 405:
             # Starlette names only the first route's methods; list every route's of the path.
             headers["Allow"] = ", ".join(_allowed_methods(request))
-        return error_response(ApiError(error.status_code, code, str(error.detail)), headers)
+            message = f"{request.method} is not allowed on {path}; use {headers['Allow']}"
+        elif error.status_code == 404 and message == "Not Found":  # no route, no static file
+            message = f"nothing at {path} (the HTTP API is described at /openapi.json)"
+        return error_response(ApiError(error.status_code, code, message), headers)
 
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         _log.exception("unhandled error in %s %s", request.method, request.url.path)
@@ -166,7 +176,7 @@ def install_handlers(app: FastAPI) -> None:
             ApiError(
                 413,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the request body is over the gateway's limit of {limit} bytes",
+                too_large_message(limit),
             ),
             {"Connection": "close"},
         )

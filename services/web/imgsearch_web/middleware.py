@@ -34,13 +34,16 @@ class BodyTooLargeError(Exception):
     """Raised into the application when the body outgrows the limit mid-stream."""
 
 
+def too_large_message(limit: int) -> str:
+    """The message of a 413, wherever the body was found too large."""
+    return (
+        f"the request body is over the gateway's limit of {limit} bytes"
+        f" ({limit / 2**20:.3g} MiB, WEB_MAX_UPLOAD_BYTES)"
+    )
+
+
 def _too_large_body(limit: int) -> bytes:
-    return json.dumps(
-        {
-            "code": "RESOURCE_EXHAUSTED",
-            "message": f"the request body is over the gateway's limit of {limit} bytes",
-        }
-    ).encode()
+    return json.dumps({"code": "RESOURCE_EXHAUSTED", "message": too_large_message(limit)}).encode()
 
 
 class BodyLimit:
