@@ -14,6 +14,20 @@ It is parsed into `LabelFilter`, whose `canonical` form (conditions sorted,
 `in` lists sorted and de-duplicated) keys the query cache, and whose
 `milvus_expression` runs the same semantics on Milvus standalone and Milvus
 Lite: `key != "v"` also matches items that have no label `key`.
+
+Label keys follow one rule everywhere (`label_key_problem`): what Insert
+accepts, a filter can name. The words of the language (`RESERVED_WORDS`, in
+any case) are refused as keys at Insert and in filters alike.
+
+Every filter the parser accepts runs on every back end. Milvus 2.3 decodes a
+plan with protobuf's default recursion limit (100 levels, two per boolean
+operator), so a left-deep chain of 50 `or`s, or of 48 `and`ed `!=`
+conditions, is refused there; the expression is therefore emitted as
+balanced trees: nesting grows with log2 of the number of terms, at most 14
+levels for any filter accepted (e.g. 31 `!=` conditions and a 225-value list:
+13), against the ~50 that Milvus 2.3 refuses. The whole filter may hold at most
+`MAX_FILTER_TERMS` compared values: Milvus Lite evaluates each one as a pass
+over the collection, so this bounds a query's work.
 """
 
 from __future__ import annotations
@@ -35,6 +49,10 @@ MAX_IDS_PER_REQUEST = 1000
 MAX_FILTER_CHARS = 4096
 MAX_FILTER_CONDITIONS = 32
 MAX_IN_VALUES = 256
+# Compared values in the whole filter (each `==`/`!=` one, each `in` its distinct values).
+MAX_FILTER_TERMS = 256
+# The words of the filter language, now and reserved for it: never label keys.
+RESERVED_WORDS = frozenset({"and", "in", "not", "or"})
 
 LABEL_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # C0 controls and DEL: refused in ids and label values so every stored string
@@ -84,6 +102,24 @@ def check_uri(uri: str, what: str = "uri") -> None:
     _check_text(uri, what, MAX_URI_BYTES, allow_empty=True)
 
 
+LABEL_KEY_RULE = (
+    f"a label key matches [A-Za-z_][A-Za-z0-9_]*, is at most {MAX_LABEL_KEY_BYTES} bytes"
+    f" and is not a word of the filter language ({', '.join(sorted(RESERVED_WORDS))},"
+    " in any case)"
+)
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why `key` cannot be a label key (None when it can): one rule for Insert and filters."""
+    if not LABEL_KEY_RE.match(key):
+        return "does not match [A-Za-z_][A-Za-z0-9_]*"
+    if len(key.encode()) > MAX_LABEL_KEY_BYTES:
+        return f"is over {MAX_LABEL_KEY_BYTES} bytes"
+    if key.lower() in RESERVED_WORDS:
+        return "is a reserved word of the filter language"
+    return None
+
+
 def check_labels(labels: Mapping[str, str], what: str = "labels") -> None:
     """Raise InvalidArgumentError unless every key and value follows Item.labels' rules."""
     if len(labels) > MAX_LABELS_PER_ITEM:
@@ -91,11 +127,9 @@ def check_labels(labels: Mapping[str, str], what: str = "labels") -> None:
             f"{what} has {len(labels)} labels, over the limit of {MAX_LABELS_PER_ITEM}"
         )
     for key, value in labels.items():
-        if not LABEL_KEY_RE.match(key) or len(key.encode()) > MAX_LABEL_KEY_BYTES:
-            raise InvalidArgumentError(
-                f"{what}: key {key[:80]!r} must match [A-Za-z_][A-Za-z0-9_]* and be at most"
-                f" {MAX_LABEL_KEY_BYTES} bytes"
-            )
+        problem = label_key_problem(key)
+        if problem is not None:
+            raise InvalidArgumentError(f"{what}: key {key[:80]!r} {problem} ({LABEL_KEY_RULE})")
         _check_text(value, f"{what}[{key!r}]", MAX_LABEL_VALUE_BYTES, allow_empty=True)
 
 
@@ -191,8 +225,8 @@ class Condition:
             # Milvus Lite treats a missing JSON key as null (the comparison is
             # false); Milvus standalone treats it as "not equal". Spell it out.
             return f"((not (exists {path})) or {path} != {milvus_literal(self.values[0])})"
-        # JSON-path `in` lists are not supported by Milvus Lite: use `or`.
-        return "(" + " or ".join(f"{path} == {milvus_literal(v)}" for v in self.values) + ")"
+        # JSON-path `in` lists are not supported by Milvus Lite: use `or`, balanced.
+        return balanced([f"{path} == {milvus_literal(v)}" for v in self.values], "or")
 
 
 @dataclass(frozen=True)
@@ -209,8 +243,27 @@ class LabelFilter:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(condition.matches(labels) for condition in self.conditions)
 
+    @property
+    def terms(self) -> int:
+        """Compared values in the whole filter (what MAX_FILTER_TERMS bounds)."""
+        return sum(len(c.values) for c in self.conditions)
+
     def milvus_expression(self, field: str = "labels") -> str:
-        return " and ".join(f"({c.milvus_expression(field)})" for c in self.conditions)
+        return balanced([c.milvus_expression(field) for c in self.conditions], "and")
+
+
+def balanced(operands: Sequence[str], operator: str) -> str:
+    """`operands` joined by `operator` as a balanced tree: nesting depth log2(n), not n.
+
+    Milvus 2.3 refuses plans nested more than about 50 boolean operators deep
+    (protobuf's recursion limit), which a flat chain of 50 `or`s reaches.
+    """
+    if len(operands) == 1:
+        return operands[0]
+    middle = len(operands) // 2
+    left = balanced(operands[:middle], operator)
+    right = balanced(operands[middle:], operator)
+    return f"({left} {operator} {right})"
 
 
 class _Parser:
@@ -243,15 +296,16 @@ class _Parser:
 
     def condition(self) -> Condition:
         key_token = self._take()
-        if key_token.kind != "word" or key_token.text.lower() in ("and", "in"):
+        if key_token.kind != "word":
             raise InvalidArgumentError(
                 f"filter: expected a label key at column {key_token.column},"
                 f" got {self._describe(key_token)}"
             )
-        if len(key_token.text.encode()) > MAX_LABEL_KEY_BYTES:
+        problem = label_key_problem(key_token.text)
+        if problem is not None:
             raise InvalidArgumentError(
-                f"filter: label key at column {key_token.column} is over"
-                f" {MAX_LABEL_KEY_BYTES} bytes"
+                f"filter: label key {key_token.text[:80]!r} at column {key_token.column}"
+                f" {problem} ({LABEL_KEY_RULE}; Insert refuses such keys too)"
             )
         op_token = self._take()
         if op_token.kind == "op":
@@ -299,7 +353,14 @@ class _Parser:
                     f"filter has more than {MAX_FILTER_CONDITIONS} conditions"
                 )
         unique = sorted(set(conditions), key=lambda c: (c.key, c.op, c.values))
-        return LabelFilter(tuple(unique))
+        parsed = LabelFilter(tuple(unique))
+        if parsed.terms > MAX_FILTER_TERMS:
+            raise InvalidArgumentError(
+                f"filter compares {parsed.terms} values in all, over the limit of"
+                f" {MAX_FILTER_TERMS} per filter (each == and != counts one, each in list"
+                " its distinct values)"
+            )
+        return parsed
 
 
 def parse_filter(text: str) -> LabelFilter | None:
