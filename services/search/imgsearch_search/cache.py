@@ -1,21 +1,28 @@
 """The Redis cache: search results, and image-hash-to-embedding entries.
 
-Results are never served stale after a write through this service: each
-collection has a generation counter in Redis that Insert and Delete increment
-after they change Milvus, and every result key contains the generation it was
+Results are never served stale after a write through this service. Each
+collection has a generation (`generations.py`: one Redis key, changed only by
+atomic scripts), and every result key contains the generation token it was
 computed under, so a write makes all older results unreachable at once (they
-expire by TTL).
+expire by TTL). Each write to Milvus is bracketed by two marks:
 
-Several replicas: Session consistency guarantees a replica its own writes only,
-so for `SETTLE_S` after a write another replica's Milvus reads may not show it
-yet. The writer marks the new generation "unsettled" (a key that expires after
-`SETTLE_S`, holding the writer's instance id); while it exists, only the writer
-stores results under that generation. The others answer from Milvus uncached,
-so a result that missed the write is never cached for `cache_ttl_s`.
+- `begin_write(window_s)` before it: a new token, under which nobody stores
+  results until the write has had time to finish (`window_s`), so even if this
+  process dies mid-write, no result computed before the write landed outlives it;
+- `end_write(applied)` after it, *whatever happened to the caller* (the service
+  shields it from cancellation): a new token again. When the write is known to
+  have been applied, only this process (which reads its own writes) may store
+  results for `SETTLE_S`, while other replicas' Milvus reads may still lag it;
+  when its outcome is unknown (Milvus failed or timed out: it may still apply
+  it), nobody stores results for `UNCERTAIN_S`.
 
-If an increment fails (Redis down), this process stops reading results until
-an increment succeeds; other replicas can then serve results at most
-`cache_ttl_s` old, which is the documented bound.
+If a mark fails (Redis down), this process stops reading results and retries
+the mark in the background until Redis answers; meanwhile other replicas may
+serve results at most `cache_ttl_s` old, which is the documented bound.
+
+The generation key may be evicted (`allkeys-lru`) or lost with a Redis
+restart: a missing generation is a fresh one, never an old one (see
+`generations.py`), so eviction can cost cache hits but never correctness.
 
 Embeddings depend only on the image bytes and the model, so they are keyed by
 the image's hash and the model's fingerprint (shared by every collection of
@@ -32,6 +39,8 @@ per request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -46,6 +55,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from imgsearch_search.generations import MARK, READ, Generation, new_token
 from imgsearch_search.outbound import redis_connection_options
 from imgsearch_search.settings import SearchSettings
 
@@ -54,6 +64,9 @@ _log = logging.getLogger(__name__)
 # Longer than Milvus needs to make a write visible to every replica's reads
 # (a time tick, ~200 ms, on the Milvus 2.3 server; longer under load).
 SETTLE_S = 2.0
+# After a write whose outcome is unknown (Milvus failed or timed out): how long
+# nobody stores results, so a write Milvus applies late is not cached around.
+UNCERTAIN_S = 30.0
 
 
 class CacheMetrics:
@@ -66,6 +79,12 @@ class CacheMetrics:
             ["kind", "outcome"],
             registry=registry,
         )
+
+
+def _stricter(one: tuple[str, float], other: tuple[str, float]) -> tuple[str, float]:
+    """One generation mark that restricts at least as much as both (owner, window_s)."""
+    owner = one[0] if one[0] == other[0] else ""
+    return owner, max(one[1], other[1])
 
 
 class QueryCache:
@@ -85,7 +104,6 @@ class QueryCache:
         digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
         self._generation_key = f"imgsearch:{digest}:generation"
         self._result_prefix = f"imgsearch:{digest}:result:"
-        self._unsettled_prefix = f"imgsearch:{digest}:unsettled:"
         # Embeddings depend on the image and the descriptor only: shared by collections.
         self._embedding_prefix = f"imgsearch:embedding:{fingerprint}:"
         self._client: redis.Redis | None = None
@@ -101,14 +119,20 @@ class QueryCache:
                 health_check_interval=30,
             )
         self._down_until = 0.0
-        self._invalidation_pending = False
-        # Who we are in "unsettled" marks: one id per process and collection.
+        # The generation mark still to be written after a failure: (owner, window_s).
+        self._pending_mark: tuple[str, float] | None = None
+        self._retrier: asyncio.Task[None] | None = None
+        # Who we are in generation marks: one id per process and collection.
         self._instance = uuid.uuid4().hex
         self.available = self._enabled
         self.hits = 0
         self.misses = 0
 
     async def close(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
         if self._client is not None:
             await self._client.aclose()
 
@@ -146,40 +170,71 @@ class QueryCache:
 
     # --- generations -------------------------------------------------------------------------
 
-    async def invalidate(self) -> None:
-        """Make every cached result of this collection unreachable (call after a write)."""
+    async def _mark(self, owner: str, window_s: float) -> bool:
+        """Write a new generation token with its restriction (one atomic script)."""
+        assert self._client is not None
+        # Even with the breaker open, try: a missed mark must not wait.
+        self._down_until = 0.0
+        ok, _ = await self._command(
+            "mark generation",
+            "EVAL", MARK, 1, self._generation_key, new_token(), owner, int(window_s * 1000),
+            self._instance,
+        )  # fmt: skip
+        return ok
+
+    async def begin_write(self, window_s: float) -> None:
+        """Before a write that may take `window_s`: retire every result; nobody stores any."""
         if self._client is None:
             return
-        # Even with the breaker open, try: a missed bump must be retried.
-        self._down_until = 0.0
-        ok, generation = await self._command("invalidate", "INCR", self._generation_key)
-        self._invalidation_pending = not ok
-        if ok:
-            await self._command(
-                "mark unsettled",
-                "SET",
-                f"{self._unsettled_prefix}{generation}",
-                self._instance,
-                "PX",
-                int(SETTLE_S * 1000),
-            )
+        if not await self._mark(f"~{self._instance}", window_s + SETTLE_S):
+            self._remember((self._instance, SETTLE_S))
 
-    async def _generation(self) -> str | None:
-        if self._invalidation_pending:
-            await self.invalidate()
-            if self._invalidation_pending:
-                return None
-        ok, value = await self._command("generation", "GET", self._generation_key)
+    async def end_write(self, applied: bool) -> None:
+        """After a write (`applied`: Milvus said it succeeded; else its outcome is unknown)."""
+        if self._client is None:
+            return
+        mark = (self._instance, SETTLE_S) if applied else ("", UNCERTAIN_S)
+        if self._pending_mark is not None:
+            mark = _stricter(self._pending_mark, mark)
+        if await self._mark(*mark):
+            self._pending_mark = None
+        else:
+            self._remember(mark)
+
+    def _remember(self, mark: tuple[str, float]) -> None:
+        """Keep a failed mark to retry; until it succeeds this process reads no results."""
+        pending = self._pending_mark
+        self._pending_mark = mark if pending is None else _stricter(pending, mark)
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.create_task(self._retry_marks())
+
+    async def _retry_marks(self) -> None:
+        while self._pending_mark is not None:
+            await asyncio.sleep(self._retry_after_s)
+            pending = self._pending_mark
+            if pending is not None and await self._mark(*pending):
+                if self._pending_mark == pending:
+                    self._pending_mark = None
+                _log.info("generation mark written after a Redis outage")
+
+    async def _generation(self) -> Generation | None:
+        if self._pending_mark is not None:
+            return None
+        assert self._client is not None
+        ok, reply = await self._command(
+            "generation", "EVAL", READ, 1, self._generation_key, new_token(),
+            int(SETTLE_S * 1000),
+        )  # fmt: skip
         if not ok:
             return None
-        return value.decode() if value is not None else "0"
+        return Generation.parse(reply[0], reply[1])
 
     # --- results -----------------------------------------------------------------------------
 
     async def get_result(self, query_key: str) -> tuple[str | None, bytes | None]:
-        """(generation to store a result under, cached payload).
+        """(generation token to store a result under, cached payload).
 
-        The generation is None when a result computed now must not be stored.
+        The token is None when a result computed now must not be stored.
         """
         if self._client is None:
             return None, None
@@ -187,25 +242,20 @@ class QueryCache:
         if generation is None:
             self._metrics.lookups.labels("result", "skipped").inc()
             return None, None
-        ok, values = await self._command(
-            "get result",
-            "MGET",
-            f"{self._result_prefix}{generation}:{query_key}",
-            f"{self._unsettled_prefix}{generation}",
+        ok, value = await self._command(
+            "get result", "GET", f"{self._result_prefix}{generation.token}:{query_key}"
         )
         if not ok:
             self._metrics.lookups.labels("result", "error").inc()
             return None, None
-        value, unsettled_by = values
+        token = generation.token if generation.may_store(self._instance) else None
         if value is None:
             self.misses += 1
             self._metrics.lookups.labels("result", "miss").inc()
-            if unsettled_by is not None and unsettled_by.decode() != self._instance:
-                return None, None  # another replica just wrote: do not cache yet
-            return generation, None
+            return token, None
         self.hits += 1
         self._metrics.lookups.labels("result", "hit").inc()
-        return generation, bytes(value)
+        return token, bytes(value)
 
     async def put_result(self, generation: str | None, query_key: str, payload: bytes) -> None:
         if generation is None:

@@ -1,19 +1,29 @@
 """The Search service's client of the Embedder: limits, deadlines, retries, per-image errors.
 
-Embedder statuses become our error taxonomy here, so the Search handlers
-never see a raw `grpc.aio.AioRpcError`:
+Embedder statuses become our error taxonomy here, by cause (`embedder_error`),
+so the Search handlers never see a raw `grpc.aio.AioRpcError`:
 
-- UNAVAILABLE (after `retries` retries) -> UnavailableError naming the Embedder;
+- UNAVAILABLE, CANCELLED, ABORTED (the Embedder went away) -> UnavailableError;
+- RESOURCE_EXHAUSTED (its queue is full) -> ResourceExhaustedError;
 - DEADLINE_EXCEEDED -> DeadlineExceededError;
-- RESOURCE_EXHAUSTED (its queue is full; retried like UNAVAILABLE) -> ResourceExhaustedError;
 - INVALID_ARGUMENT -> InvalidArgumentError for that image;
+- INTERNAL, UNKNOWN, DATA_LOSS (the Embedder failed on what it was given) ->
+  InternalError: the same request would fail again;
 - UNAUTHENTICATED, PERMISSION_DENIED (our token or certificate is refused)
-  -> FailedPreconditionError: an operator must fix the credentials.
+  -> FailedPreconditionError: an operator must fix the credentials;
+- UNIMPLEMENTED and the rest (this Search and this Embedder do not fit
+  together) -> FailedPreconditionError.
+
+Only errors whose class is `retriable` are retried, `retries` times with
+exponential backoff within the caller's deadline; the last retry waits for
+the channel to connect (at most `_READY_WAIT_S`), so a restarted Embedder is
+used as soon as it listens, not after the channel's reconnect backoff.
 
 `embed_each` is what Insert uses: it packs images into Embed calls that fit the
-Embedder's advertised limits and, when a call is refused as INVALID_ARGUMENT
-(one bad image fails the Embedder's whole request), embeds that call's images
-one by one so that only the bad ones fail.
+Embedder's advertised limits and, when a call fails for a reason that belongs
+to its images (INVALID_ARGUMENT, or the Embedder failing on them: one bad image
+fails the Embedder's whole request), embeds that call's images one by one so
+that only the bad ones fail.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from imgsearch.common.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
     ImgsearchError,
+    InternalError,
     InvalidArgumentError,
     ResourceExhaustedError,
     UnavailableError,
@@ -46,9 +57,44 @@ from imgsearch_search.outbound import EmbedderChannelSecurity
 # The Embedder names a bad image by its index in *its* request ("images[0]: ..."),
 # which means nothing to our caller; the caller prefixes its own name instead.
 _EMBEDDER_INDEX_RE = re.compile(r"^images\[\d+\]:?\s*")
-_RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _EMBEDDER_SERVICE = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 _FIRST_BACKOFF_S = 0.1
+# The last retry waits this long at most for the channel to (re)connect.
+_READY_WAIT_S = 2.0
+# Failures that belong to the images of a call, not to the Embedder's state.
+_PER_IMAGE = (InvalidArgumentError, InternalError)
+_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED)
+_FAILED = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)
+
+
+def embedder_error(address: str, what: str, code: grpc.StatusCode, details: str) -> ImgsearchError:
+    """Our error for an Embedder call that ended with `code`, classified by cause."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(_EMBEDDER_INDEX_RE.sub("", details, count=1))
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(f"the Embedder did not finish {what} in time")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhaustedError(f"the Embedder is overloaded: {details}")
+    if code in _GONE:
+        return UnavailableError(
+            f"the Embedder at {address} is unavailable for {what}: {code.name}: {details}"
+        )
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        # Our own credentials are wrong: a retry cannot fix that, an operator must.
+        return FailedPreconditionError(
+            f"the Embedder at {address} refused this Search service's credentials"
+            f" ({code.name}: {details}); check SEARCH_EMBEDDER_TOKEN_FILE and the"
+            " Embedder's principals file"
+        )
+    if code in _FAILED:
+        return InternalError(
+            f"the Embedder at {address} failed {what} ({code.name}: {details});"
+            " retrying the same request cannot help"
+        )
+    return FailedPreconditionError(
+        f"the Embedder at {address} refused {what} ({code.name}: {details}); check that"
+        " this Search and that Embedder are the same version and share credentials"
+    )
 
 
 @dataclass(frozen=True)
@@ -70,9 +116,13 @@ class Deadline:
 
     @classmethod
     def for_call(cls, context: grpc.aio.ServicerContext | None, default_s: float) -> Deadline:
-        """The caller's deadline when it set one sooner than `default_s`, else `default_s`."""
+        """The caller's deadline, longer or shorter than `default_s`; `default_s` when it set none.
+
+        Settings cap each dependency call within it (`EmbedderClient(call_timeout_s=)`,
+        `SEARCH_MILVUS_TIMEOUT_S`), never the whole request the caller allowed.
+        """
         remaining = context.time_remaining() if context is not None else None
-        if remaining is None or remaining > default_s:
+        if remaining is None:
             return cls(default_s)
         return cls(max(remaining, 0.0))
 
@@ -120,10 +170,13 @@ class EmbedderClient:
         max_message_bytes: int,
         metrics: DependencyMetrics,
         security: EmbedderChannelSecurity | None = None,
+        *,
+        call_timeout_s: float | None = None,
     ) -> None:
         self.address = address
         self._retries = retries
         self._metrics = metrics
+        self._call_timeout_s = call_timeout_s  # each call's cap within the caller's deadline
         # TLS credentials and the token (see imgsearch_search.outbound); None: plaintext.
         self._security = security or EmbedderChannelSecurity(credentials=None)
         options = [
@@ -135,7 +188,9 @@ class EmbedderClient:
             # Reconnect within seconds once an Embedder is back (gRPC's default
             # backoff grows to two minutes, keeping us unready that long).
             ("grpc.initial_reconnect_backoff_ms", 250),
-            ("grpc.max_reconnect_backoff_ms", 5_000),
+            # At most 1 s between attempts: a restarted Embedder is found within
+            # the last retry's wait for readiness (_READY_WAIT_S).
+            ("grpc.max_reconnect_backoff_ms", 1_000),
             *self._security.options,
         ]
         if self._security.credentials is None:
@@ -151,42 +206,36 @@ class EmbedderClient:
         await self._channel.close()
 
     def _translate(self, error: grpc.aio.AioRpcError, what: str) -> ImgsearchError:
-        code, details = error.code(), error.details() or ""
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            return InvalidArgumentError(_EMBEDDER_INDEX_RE.sub("", details, count=1))
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return DeadlineExceededError(f"the Embedder did not finish {what} in time")
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return ResourceExhaustedError(f"the Embedder is overloaded: {details}")
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            # Our own credentials are wrong: a retry cannot fix that, an operator must.
-            return FailedPreconditionError(
-                f"the Embedder at {self.address} refused this Search service's credentials"
-                f" ({code.name}: {details}); check SEARCH_EMBEDDER_TOKEN_FILE and the"
-                " Embedder's principals file"
-            )
-        return UnavailableError(
-            f"the Embedder at {self.address} is unavailable for {what}: {code.name}: {details}"
-        )
+        return embedder_error(self.address, what, error.code(), error.details() or "")
 
     async def _call(self, method: str, request: Any, deadline: Deadline, what: str) -> Any:
-        """One unary call with bounded retries on UNAVAILABLE and RESOURCE_EXHAUSTED."""
+        """One unary call, retried (bounded, within the deadline) while the error is retriable."""
         stub_method = getattr(self._stub, method)
         backoff = _FIRST_BACKOFF_S
+        previous: ImgsearchError | None = None
         for attempt in range(self._retries + 1):
             started = time.perf_counter()
             outcome = "ok"
+            # The last retry waits for a (re)connecting channel instead of failing fast.
+            waits = attempt > 0 and attempt == self._retries
+            timeout = deadline.timeout(self._call_timeout_s)
             try:
                 return await stub_method(
                     request,
-                    timeout=deadline.timeout(),
+                    timeout=min(timeout, _READY_WAIT_S) if waits else timeout,
                     metadata=(*_metadata(), *self._security.metadata()),
+                    wait_for_ready=waits,
                 )
             except grpc.aio.AioRpcError as error:
                 outcome = error.code().name
+                translated = self._translate(error, what)
+                timed_out = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                if waits and timed_out and previous is not None and deadline.remaining() > 0:
+                    translated = previous  # still not connected: the outage, not our deadline
                 last_attempt = attempt == self._retries or deadline.remaining() <= backoff
-                if error.code() not in _RETRIED_CODES or last_attempt:
-                    raise self._translate(error, what) from None
+                if not translated.retriable or last_attempt:
+                    raise translated from None
+                previous = translated
             finally:
                 self._metrics.calls.labels("embedder", method, outcome).observe(
                     time.perf_counter() - started
@@ -290,8 +339,9 @@ class EmbedderClient:
     ) -> tuple[list[np.ndarray | ImgsearchError], set[str]]:
         """Embed every image: one result per image, in order, a vector or that image's error.
 
-        Only errors that belong to one image (INVALID_ARGUMENT) are returned
-        per image; anything else (Embedder unreachable, deadline) is raised,
+        Only errors that belong to the images (INVALID_ARGUMENT, or the
+        Embedder failing on them: `_PER_IMAGE`) are returned per image;
+        anything else (Embedder unreachable or overloaded, deadline) is raised,
         because it says nothing about the image. Also returns the model
         fingerprints the Embedder reported, so the caller can refuse vectors of
         another descriptor.
@@ -307,7 +357,7 @@ class EmbedderClient:
             try:
                 async with limiter:
                     vectors, fingerprint = await self.embed([images[i] for i in group], deadline)
-            except InvalidArgumentError as error:
+            except _PER_IMAGE as error:
                 if len(group) == 1:
                     results[group[0]] = error
                     return

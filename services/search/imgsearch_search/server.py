@@ -73,6 +73,7 @@ class SearchServer:
             settings.max_message_bytes,
             dependency_metrics,
             embedder_channel_security(settings),
+            call_timeout_s=settings.embedder_timeout_s,
         )
         self.store = MilvusStore(settings, dependency_metrics)
         self.thumbnails = ThumbnailMaker(
@@ -225,6 +226,9 @@ class SearchServer:
             self.settings.drain_delay_s if drain_delay_s is None else drain_delay_s,
             self.settings.shutdown_grace_s if grace_s is None else grace_s,
         )
+        if self.servicer is not None:
+            # Writes whose callers are gone still finish and mark the cache.
+            await self.servicer.wait_for_writes(self.settings.milvus_timeout_s)
         await self.security.stop()
         await self.embedder.close()
         await self.store.close()

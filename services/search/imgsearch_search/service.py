@@ -12,14 +12,15 @@ Milvus, Redis) are reached through `EmbedderClient`, `MilvusStore` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -29,6 +30,7 @@ from imgsearch.common.errors import (
     ImgsearchError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from imgsearch.v1 import search_pb2, search_pb2_grpc
@@ -55,6 +57,9 @@ _log = logging.getLogger(__name__)
 
 # Milvus refuses searches for more hits than this.
 MILVUS_MAX_TOP_K = 16384
+# A write that failed with these was refused before anything was written.
+_REFUSED = (InvalidArgumentError, ResourceExhaustedError, FailedPreconditionError)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,60 @@ def _attach_thumbnails(
     return warnings
 
 
+def _check_items(items: Sequence[search_pb2.Item]) -> tuple[list[str], dict[int, ImgsearchError]]:
+    """Each item's id (its content hash when empty) and the items that fail validation."""
+    ids: list[str] = []
+    failures: dict[int, ImgsearchError] = {}
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(items):
+        item_id = item.id or (content_id(item.image) if item.image else "")
+        ids.append(item_id)
+        where = f"items[{index}]"
+        try:
+            if item.id:
+                check_id(item.id, f"{where}.id")
+            if not item.image:
+                raise InvalidArgumentError(f"{where}.image is empty")
+            check_uri(item.uri, f"{where}.uri")
+            check_labels(item.labels, f"{where}.labels")
+            if item_id in first_index:
+                raise InvalidArgumentError(
+                    f"{where}.id {item_id[:80]!r} repeats items[{first_index[item_id]}]"
+                    " in the same request"
+                )
+        except InvalidArgumentError as error:
+            failures[index] = error
+            continue
+        first_index[item_id] = index
+    return ids, failures
+
+
+def _insert_response(
+    ids: list[str], failures: dict[int, ImgsearchError], inserted: int, warnings: dict[str, str]
+) -> search_pb2.InsertResponse:
+    """One ItemResult per item, in request order: its error, or 0 and any warning."""
+    results = []
+    for index, item_id in enumerate(ids):
+        failure = failures.get(index)
+        if failure is None:
+            results.append(
+                search_pb2.ItemResult(id=item_id, code=0, message=warnings.get(item_id, ""))
+            )
+        else:
+            code = failure.code.value[0]
+            results.append(search_pb2.ItemResult(id=item_id, code=code, message=failure.message))
+    return search_pb2.InsertResponse(results=results, inserted=inserted)
+
+
+def _forget_write(writes: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def forget(task: asyncio.Future[Any]) -> None:
+        writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.debug("a write finished with an error", extra={"error": repr(task.exception())})
+
+    return forget
+
+
 def _hit(row: ScoredRow) -> search_pb2.Hit:
     # Cosine similarity of unit vectors can come back a hair outside [-1, 1].
     return search_pb2.Hit(
@@ -130,6 +189,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
         self._thumbnails = thumbnails
         self._browser = Browser(store)
         self._duplicates = DuplicateFinder(settings, store)
+        self._insert_bytes = 0  # image bytes of the Inserts being processed
+        self._writes: set[asyncio.Future[Any]] = set()  # writes in progress (see _write)
         self.ready = False  # set by the server once the collection and Embedder are known
 
     def _require_ready(self) -> None:
@@ -160,60 +221,90 @@ class SearchService(search_pb2_grpc.SearchServicer):
         )
         info = self._store.info
         assert info is not None
-
-        ids: list[str] = []
-        failures: dict[int, ImgsearchError] = {}
-        first_index: dict[str, int] = {}
-        for index, item in enumerate(items):
-            item_id = item.id or (content_id(item.image) if item.image else "")
-            ids.append(item_id)
-            where = f"items[{index}]"
+        with self._insert_budget(sum(len(item.image) for item in items)):
+            ids, failures = _check_items(items)
+            valid = [index for index in range(len(items)) if index not in failures]
+            # Thumbnails are made on worker threads while the Embedder works.
+            thumbnailing = asyncio.ensure_future(
+                self._thumbnails.make_each(
+                    [items[i].image for i in valid] if info.thumbnails else []
+                )
+            )
             try:
-                if item.id:
-                    check_id(item.id, f"{where}.id")
-                if not item.image:
-                    raise InvalidArgumentError(f"{where}.image is empty")
-                check_uri(item.uri, f"{where}.uri")
-                check_labels(item.labels, f"{where}.labels")
-                if item_id in first_index:
-                    raise InvalidArgumentError(
-                        f"{where}.id {item_id[:80]!r} repeats items[{first_index[item_id]}]"
-                        " in the same request"
-                    )
-            except InvalidArgumentError as error:
-                failures[index] = error
-                continue
-            first_index[item_id] = index
+                digests = {index: hashlib.sha256(items[index].image).hexdigest() for index in valid}
+                vectors = await self._embed_items(items, digests, deadline, failures)
+                made = dict(zip(valid, await thumbnailing, strict=False))
+            finally:
+                thumbnailing.cancel()  # a no-op once done; an Embedder failure leaves it unwanted
+            rows = self._rows(items, ids, digests, vectors)
+            warnings = _attach_thumbnails(rows, made, ids, info.thumbnails)
+            if rows:
+                timeout = deadline.timeout(self._settings.milvus_timeout_s)
+                await self._write(timeout, self._store.upsert(rows, timeout))
+        return _insert_response(ids, failures, len(rows), warnings)
 
-        valid = [index for index in range(len(items)) if index not in failures]
-        # Thumbnails are made on worker threads while the Embedder works.
-        thumbnailing = asyncio.ensure_future(
-            self._thumbnails.make_each([items[i].image for i in valid] if info.thumbnails else [])
-        )
-        digests = {index: hashlib.sha256(items[index].image).hexdigest() for index in valid}
+    @contextlib.contextmanager
+    def _insert_budget(self, size: int) -> Iterator[None]:
+        """Admit an Insert of `size` image bytes (SEARCH_INSERT_BYTES_IN_FLIGHT), or refuse it."""
+        limit = self._settings.insert_bytes_in_flight
+        if self._insert_bytes and self._insert_bytes + size > limit:
+            raise ResourceExhaustedError(
+                f"Search is already processing {self._insert_bytes} bytes of Insert images; this"
+                f" request's {size} bytes would go over its limit"
+                f" (SEARCH_INSERT_BYTES_IN_FLIGHT={limit}): retry with backoff"
+            )
+        self._insert_bytes += size
+        try:
+            yield
+        finally:
+            self._insert_bytes -= size
+
+    async def _embed_items(
+        self,
+        items: Sequence[search_pb2.Item],
+        digests: dict[int, str],
+        deadline: Deadline,
+        failures: dict[int, ImgsearchError],
+    ) -> dict[int, np.ndarray]:
+        """Vectors of the valid items (cache first, then the Embedder); failures by index."""
+        info = self._store.info
+        assert info is not None
+        valid = list(digests)
         vectors: dict[int, np.ndarray] = {}
         known = await self._cache.get_embeddings([digests[i] for i in valid], info.dimension)
         for index, vector in zip(valid, known, strict=True):
             if vector is not None:
                 vectors[index] = vector
         todo = [index for index in valid if index not in vectors]
-        if todo:
-            results, fingerprints = await self._embedder.embed_each(
-                [items[i].image for i in todo], deadline, self._settings.embed_concurrency
+        if not todo:
+            return vectors
+        results, fingerprints = await self._embedder.embed_each(
+            [items[i].image for i in todo], deadline, self._settings.embed_concurrency
+        )
+        if fingerprints - {info.fingerprint}:
+            raise FailedPreconditionError(
+                f"the Embedder now serves model fingerprint {sorted(fingerprints)} but"
+                f" collection {info.name!r} holds {info.model!r} (fingerprint"
+                f" {info.fingerprint}); nothing was stored"
             )
-            if fingerprints - {info.fingerprint}:
-                raise FailedPreconditionError(
-                    f"the Embedder now serves model fingerprint {sorted(fingerprints)} but"
-                    f" collection {info.name!r} holds {info.model!r} (fingerprint"
-                    f" {info.fingerprint}); nothing was stored"
-                )
-            for index, result in zip(todo, results, strict=True):
-                if isinstance(result, ImgsearchError):
-                    failures[index] = type(result)(f"items[{index}].image: {result.message}")
-                else:
-                    vectors[index] = result
-            await self._cache.put_embeddings({digests[i]: vectors[i] for i in todo if i in vectors})
-        rows = [
+        for index, result in zip(todo, results, strict=True):
+            if isinstance(result, ImgsearchError):
+                failures[index] = type(result)(f"items[{index}].image: {result.message}")
+            else:
+                vectors[index] = result
+        await self._cache.put_embeddings({digests[i]: vectors[i] for i in todo if i in vectors})
+        return vectors
+
+    def _rows(
+        self,
+        items: Sequence[search_pb2.Item],
+        ids: list[str],
+        digests: dict[int, str],
+        vectors: dict[int, np.ndarray],
+    ) -> list[dict[str, Any]]:
+        info = self._store.info
+        assert info is not None
+        return [
             {
                 "id": ids[index],
                 "vector": vectors[index].tolist(),
@@ -222,30 +313,42 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 "content_sha256": digests[index],
                 "model": info.model,
             }
-            for index in valid
+            for index in digests
             if index in vectors
         ]
-        warnings = _attach_thumbnails(
-            rows, dict(zip(valid, await thumbnailing, strict=False)), ids, info.thumbnails
-        )
-        if rows:
-            await self._store.upsert(rows, deadline.timeout())
-            await self._cache.invalidate()
 
-        results_pb = []
-        for index, item_id in enumerate(ids):
-            failure = failures.get(index)
-            if failure is None:
-                results_pb.append(
-                    search_pb2.ItemResult(id=item_id, code=0, message=warnings.get(item_id, ""))
-                )
-            else:
-                results_pb.append(
-                    search_pb2.ItemResult(
-                        id=item_id, code=failure.code.value[0], message=failure.message
-                    )
-                )
-        return search_pb2.InsertResponse(results=results_pb, inserted=len(rows))
+    # --- writes ------------------------------------------------------------------------------
+
+    async def _write(self, window_s: float, write: Awaitable[T]) -> T:
+        """Run a Milvus write so that the cache hears of it whatever happens to the caller.
+
+        The write and its generation marks (`QueryCache.begin_write`/`end_write`)
+        run in a task the caller's cancellation or deadline cannot stop: a write
+        Milvus applied is never left behind cached results, and a write whose
+        outcome is unknown (Milvus failed or timed out) is treated as possibly applied.
+        """
+        task = asyncio.ensure_future(self._bracketed(window_s, write))
+        self._writes.add(task)
+        task.add_done_callback(_forget_write(self._writes))
+        return await asyncio.shield(task)
+
+    async def _bracketed(self, window_s: float, write: Awaitable[T]) -> T:
+        await self._cache.begin_write(window_s)
+        known = False
+        try:
+            result = await write
+            known = True
+            return result
+        except _REFUSED:
+            known = True  # refused before anything was written
+            raise
+        finally:
+            await self._cache.end_write(applied=known)
+
+    async def wait_for_writes(self, timeout_s: float) -> None:
+        """Let writes whose callers are gone finish (and mark the cache), up to `timeout_s`."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout_s)
 
     # --- Search ------------------------------------------------------------------------------
 
@@ -405,9 +508,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
         self._require_ready()
         ids = check_ids(request.ids)
         deadline = self._deadline(context, self._settings.milvus_timeout_s)
-        deleted = await self._store.delete(ids, deadline.timeout())
-        if deleted:
-            await self._cache.invalidate()
+        timeout = deadline.timeout()
+        deleted = await self._write(timeout, self._store.delete(ids, timeout))
         return search_pb2.DeleteResponse(deleted=deleted)
 
     async def Stats(

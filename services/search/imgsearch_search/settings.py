@@ -93,7 +93,20 @@ class SearchSettings(ServerSettings):
         ),
     )
     milvus_timeout_s: float = Field(
-        10.0, gt=0, description="Longest a single Milvus call may take when the caller sets none."
+        10.0,
+        gt=0,
+        description=(
+            "Longest one Milvus call may take (within the caller's deadline); also the"
+            " deadline of Get, Delete and Stats when the caller sets none."
+        ),
+    )
+    milvus_max_pending: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Milvus reads and writes that may wait for or hold one of Search's 16 Milvus"
+            " threads at once; beyond it a call gets RESOURCE_EXHAUSTED at once."
+        ),
     )
 
     # --- Embedder
@@ -101,7 +114,12 @@ class SearchSettings(ServerSettings):
         "127.0.0.1:50051", description="host:port of the Embedder gRPC service."
     )
     embedder_timeout_s: float = Field(
-        30.0, gt=0, description="Deadline of an Embed call when the caller sets none."
+        30.0,
+        gt=0,
+        description=(
+            "Longest one Embed call may take (within the caller's deadline). A request"
+            " without a deadline gets embedder_timeout_s + milvus_timeout_s in all."
+        ),
     )
     embedder_retries: int = Field(
         2, ge=0, le=10, description="Retries of idempotent Embedder calls on UNAVAILABLE."
@@ -161,6 +179,14 @@ class SearchSettings(ServerSettings):
 
     # --- request limits
     max_insert_items: int = Field(256, ge=1, description="Most items in one Insert request.")
+    insert_bytes_in_flight: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description=(
+            "Image bytes of the Inserts being processed at once; an Insert that would go"
+            " over gets RESOURCE_EXHAUSTED (one Insert alone is always admitted)."
+        ),
+    )
     max_top_k: int = Field(1000, ge=1, le=16384, description="Largest top_k accepted.")
     default_top_k: int = Field(10, ge=1, description="top_k when the request leaves it at 0.")
     embed_concurrency: int = Field(

@@ -14,6 +14,12 @@ because they paste ids between quotes unescaped.
 Writes go through one asyncio lock per process: Milvus Lite does not support
 concurrent writers to a collection, and it keeps Delete's "how many were
 stored" count exact.
+
+Work waiting for Milvus is bounded: at most `SEARCH_MILVUS_MAX_PENDING` reads
+and writes may wait for or hold one of the `MILVUS_THREADS` threads (writes
+waiting for the write lock included); beyond that a call is refused at once
+with RESOURCE_EXHAUSTED instead of queueing without limit. Failed pymilvus
+calls are classified by cause in `milvus_errors`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +42,12 @@ from pymilvus.exceptions import MilvusException
 from imgsearch.common.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
-    ImgsearchError,
+    ResourceExhaustedError,
     UnavailableError,
 )
+from imgsearch_search.embedder_client import Deadline
 from imgsearch_search.metrics import DependencyMetrics
+from imgsearch_search.milvus_errors import milvus_error
 from imgsearch_search.outbound import milvus_connection_options, redact_url
 from imgsearch_search.settings import SearchSettings
 from imgsearch_search.validation import (
@@ -67,6 +75,9 @@ MAX_THUMBNAIL_CHARS = 65_535
 PAGE_SAMPLE = 16_384
 MAX_MODEL_BYTES = 256
 STORED_FIELDS = ("id", "uri", "labels", "content_sha256", "model")
+# Threads mostly wait on Milvus; enough of them that concurrent searches are
+# not queued here rather than in Milvus.
+MILVUS_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,51 @@ def _and(*expressions: str) -> str:
     return " and ".join(f"({e})" for e in expressions if e)
 
 
+def _index_settings(settings: SearchSettings) -> dict[str, str]:
+    """The index build parameters the settings ask for, as Milvus describes them."""
+    wanted = {"index_type": settings.index_type, "metric_type": settings.metric_type}
+    if settings.index_type == "HNSW":
+        wanted |= {"M": str(settings.hnsw_m), "efConstruction": str(settings.hnsw_ef_construction)}
+    elif settings.index_type == "IVF_FLAT":
+        wanted["nlist"] = str(settings.nlist)
+    return wanted
+
+
+def warn_about_drift(
+    settings: SearchSettings, description: Mapping[str, Any], index: Mapping[str, Any]
+) -> list[str]:
+    """Log, at start-up, where an existing collection differs from the settings.
+
+    The index and metric are fixed when the collection is created: settings that
+    differ are not applied (a WARNING names stored and configured values). The
+    consistency level is applied per request whatever the collection's default,
+    so a difference there is only noted. Returns the warnings (for tests).
+    """
+    stored = {key: str(index[key]) for key in _index_settings(settings) if key in index}
+    drift = {
+        key: (stored[key], wanted)
+        for key, wanted in _index_settings(settings).items()
+        if key in stored and stored[key] != wanted
+    }
+    warnings = []
+    if drift:
+        described = ", ".join(f"{k}: stored {a}, configured {b}" for k, (a, b) in drift.items())
+        warnings.append(
+            f"collection {settings.collection!r} keeps the index it was created with; these"
+            f" settings are NOT applied ({described}). To apply them, re-create the index or"
+            " use a new SEARCH_COLLECTION and re-insert."
+        )
+        _log.warning(warnings[-1], extra={"collection": settings.collection})
+    level = str(description.get("consistency_level_name") or "")
+    if level and level != settings.consistency_level:
+        _log.info(
+            "collection's default consistency level differs from the setting; the setting is"
+            " passed with every read",
+            extra={"stored": level, "configured": settings.consistency_level},
+        )
+    return warnings
+
+
 class MilvusStore:
     """One collection of image embeddings in one Milvus."""
 
@@ -132,10 +188,9 @@ class MilvusStore:
         self._settings = settings
         self._metrics = metrics
         self._client: MilvusClient | None = None
-        # Threads mostly wait on Milvus; enough of them that concurrent searches
-        # are not queued here rather than in Milvus.
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="milvus")
+        self._executor = ThreadPoolExecutor(max_workers=MILVUS_THREADS, thread_name_prefix="milvus")
         self._write_lock = asyncio.Lock()
+        self.pending = 0  # reads and writes admitted and not finished (see _admitted)
         self.info: CollectionInfo | None = None
 
     @property
@@ -155,7 +210,7 @@ class MilvusStore:
             )
         except (grpc.RpcError, MilvusException) as error:
             outcome = type(error).__name__
-            raise self._translate(what, error) from None
+            raise milvus_error(self.where, what, error) from None
         except BaseException as error:  # recorded, then re-raised unchanged
             outcome = type(error).__name__
             raise
@@ -164,16 +219,20 @@ class MilvusStore:
                 time.perf_counter() - started
             )
 
-    def _translate(self, what: str, error: grpc.RpcError | MilvusException) -> ImgsearchError:
-        """Our error for a failed pymilvus call."""
-        if isinstance(error, grpc.RpcError):
-            code = error.code() if isinstance(error, grpc.Call) else None
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return DeadlineExceededError(f"{self.where} did not finish {what} in time")
-            return UnavailableError(f"{self.where} failed {what}: {error}")
-        # The dependency failed (unreachable, timed out, refused); our own
-        # requests are validated before they get here.
-        return UnavailableError(f"{self.where} failed {what}: {error.message}")
+    @contextlib.contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Count one read or write against SEARCH_MILVUS_MAX_PENDING, or refuse it now."""
+        limit = self._settings.milvus_max_pending
+        if self.pending >= limit:
+            raise ResourceExhaustedError(
+                f"Search has {self.pending} calls to {self.where} waiting or running, its"
+                f" limit (SEARCH_MILVUS_MAX_PENDING={limit}); retry with backoff"
+            )
+        self.pending += 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
 
     def _require_client(self) -> MilvusClient:
         if self._client is None:
@@ -301,6 +360,7 @@ class MilvusStore:
             client.create_index(name, self._index_params(client), sync=False)
         client.load_collection(name)
         index = client.describe_index(name, VECTOR_FIELD)
+        warn_about_drift(self._settings, description, index)
         return CollectionInfo(
             name=name,
             model=stored_model,
@@ -357,19 +417,26 @@ class MilvusStore:
         return self.info
 
     async def ping(self, timeout_s: float) -> None:
-        """Cheap round trip that fails when Milvus or the collection is gone."""
+        """Cheap round trip that fails when Milvus or the collection is gone.
+
+        A collection Milvus no longer has loaded (Milvus Lite after a restart
+        does not load it again by itself) is loaded again here, so the service
+        recovers without a restart; until it is loaded, this fails.
+        """
         client = self._require_client()
+        name = self._settings.collection
         loaded = await self._run(
-            "a health check",
-            client.get_load_state,
-            self._settings.collection,
-            timeout=self._timeout(timeout_s),
+            "a health check", client.get_load_state, name, timeout=self._timeout(timeout_s)
         )
         state = str(loaded.get("state", ""))
-        if "Loaded" not in state:
-            raise UnavailableError(
-                f"collection {self._settings.collection!r} in {self.where} is {state}"
+        if "Loaded" in state:
+            return
+        if "NotLoad" in state:
+            _log.warning("collection not loaded: loading it again", extra={"collection": name})
+            await self._run(
+                "loading the collection", client.load_collection, name, timeout=max(timeout_s, 1.0)
             )
+        raise UnavailableError(f"collection {name!r} in {self.where} is {state}")
 
     # --- data -------------------------------------------------------------------------------
 
@@ -378,14 +445,15 @@ class MilvusStore:
         if not rows:
             return
         client = self._require_client()
-        async with self._write_lock:
-            await self._run(
-                "the upsert",
-                client.upsert,
-                self._require_info().name,
-                list(rows),
-                timeout=self._timeout(timeout_s),
-            )
+        with self._admitted():
+            async with self._write_lock:
+                await self._run(
+                    "the upsert",
+                    client.upsert,
+                    self._require_info().name,
+                    list(rows),
+                    timeout=self._timeout(timeout_s),
+                )
 
     def _search_params(self, top_k: int) -> dict[str, Any]:
         info = self._require_info()
@@ -403,18 +471,21 @@ class MilvusStore:
         """The top_k stored items nearest to `vector` that match `expression`, best first."""
         client = self._require_client()
         info = self._require_info()
-        result = await self._run(
-            "the search",
-            client.search,
-            info.name,
-            data=[list(vector)],
-            anns_field=VECTOR_FIELD,
-            limit=top_k,
-            filter=expression,
-            output_fields=["uri", "labels"],
-            search_params=self._search_params(top_k),
-            timeout=self._timeout(timeout_s),
-        )
+        with self._admitted():
+            result = await self._run(
+                "the search",
+                client.search,
+                info.name,
+                data=[list(vector)],
+                anns_field=VECTOR_FIELD,
+                limit=top_k,
+                filter=expression,
+                output_fields=["uri", "labels"],
+                search_params=self._search_params(top_k),
+                # Per request: the setting applies to collections created before it.
+                consistency_level=self._settings.consistency_level,
+                timeout=self._timeout(timeout_s),
+            )
         hits = []
         for hit in result[0]:
             entity = hit.get("entity") or {}
@@ -454,69 +525,84 @@ class MilvusStore:
         client = self._require_client()
         unique = list(dict.fromkeys(ids))
         fields = self._fields(with_vectors, with_thumbnails)
-        rows = await self._run(
-            "the lookup by id",
-            client.query,
-            self._require_info().name,
-            filter=ids_expression(unique),
-            output_fields=fields,
-            limit=len(unique),
-            timeout=self._timeout(timeout_s),
-        )
+        with self._admitted():
+            rows = await self._run(
+                "the lookup by id",
+                client.query,
+                self._require_info().name,
+                filter=ids_expression(unique),
+                output_fields=fields,
+                limit=len(unique),
+                consistency_level=self._settings.consistency_level,
+                timeout=self._timeout(timeout_s),
+            )
         return {str(row["id"]): _row(row, with_vectors) for row in rows}
 
     async def delete(self, ids: Sequence[str], timeout_s: float | None) -> int:
-        """Delete `ids`; returns how many of them were stored."""
-        client = self._require_client()
-        info = self._require_info()
+        """Delete `ids`; returns how many of them were stored.
+
+        Its three Milvus calls share one deadline (`timeout_s`, else
+        SEARCH_MILVUS_TIMEOUT_S); each is also capped by SEARCH_MILVUS_TIMEOUT_S.
+        """
+        deadline = Deadline(self._settings.milvus_timeout_s if timeout_s is None else timeout_s)
         unique = list(dict.fromkeys(ids))
-        async with self._write_lock:
-            present = await self._run(
-                "the lookup by id",
-                client.query,
-                info.name,
-                filter=ids_expression(unique),
-                output_fields=["id"],
-                limit=len(unique),
-                timeout=self._timeout(timeout_s),
-            )
-            present_ids = [str(row["id"]) for row in present]
-            if present_ids:
-                await self._run(
-                    "the delete",
-                    client.delete,
-                    info.name,
-                    filter=ids_expression(present_ids),
-                    timeout=self._timeout(timeout_s),
-                )
-                # Milvus 2.3 answers a delete without its timestamp, so Session
-                # reads would not wait for it. One Strong read (about 0.2 s there)
-                # waits until the delete is applied; later reads then see it.
-                await self._run(
-                    "the delete barrier",
-                    client.query,
-                    info.name,
-                    filter=ids_expression(present_ids),
-                    output_fields=["id"],
-                    limit=len(present_ids),
-                    consistency_level="Strong",
-                    timeout=self._timeout(timeout_s),
-                )
+        with self._admitted():
+            async with self._write_lock:
+                present_ids = await self._present(unique, deadline)
+                if present_ids:
+                    await self._delete_present(present_ids, deadline)
         return len(present_ids)
+
+    async def _present(self, ids: list[str], deadline: Deadline) -> list[str]:
+        rows = await self._run(
+            "the lookup by id",
+            self._require_client().query,
+            self._require_info().name,
+            filter=ids_expression(ids),
+            output_fields=["id"],
+            limit=len(ids),
+            consistency_level=self._settings.consistency_level,
+            timeout=self._timeout(deadline.remaining()),
+        )
+        return [str(row["id"]) for row in rows]
+
+    async def _delete_present(self, ids: list[str], deadline: Deadline) -> None:
+        client, name = self._require_client(), self._require_info().name
+        await self._run(
+            "the delete",
+            client.delete,
+            name,
+            filter=ids_expression(ids),
+            timeout=self._timeout(deadline.remaining()),
+        )
+        # Milvus 2.3 answers a delete without its timestamp, so Session reads
+        # would not wait for it. One Strong read (about 0.2 s there) waits until
+        # the delete is applied; later reads then see it.
+        await self._run(
+            "the delete barrier",
+            client.query,
+            name,
+            filter=ids_expression(ids),
+            output_fields=["id"],
+            limit=len(ids),
+            consistency_level="Strong",
+            timeout=self._timeout(deadline.remaining()),
+        )
 
     async def count(self, timeout_s: float | None) -> int:
         """Number of stored items (count(*), Strong: exact on both back ends, unlike row stats)."""
         client = self._require_client()
-        rows = await self._run(
-            "the count",
-            client.query,
-            self._require_info().name,
-            filter="",
-            output_fields=["count(*)"],
-            # Milvus 2.3 leaves deletes out of count(*) under Session consistency.
-            consistency_level="Strong",
-            timeout=self._timeout(timeout_s),
-        )
+        with self._admitted():
+            rows = await self._run(
+                "the count",
+                client.query,
+                self._require_info().name,
+                filter="",
+                output_fields=["count(*)"],
+                # Milvus 2.3 leaves deletes out of count(*) under Session consistency.
+                consistency_level="Strong",
+                timeout=self._timeout(timeout_s),
+            )
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def page(
@@ -539,15 +625,17 @@ class MilvusStore:
         ids = await self._smallest_ids(expression, after, limit, timeout_s)
         if not ids:
             return []
-        rows = await self._run(
-            "the page query",
-            client.query,
-            self._require_info().name,
-            filter=ids_expression(ids),
-            output_fields=fields,
-            limit=len(ids),
-            timeout=self._timeout(timeout_s),
-        )
+        with self._admitted():
+            rows = await self._run(
+                "the page query",
+                client.query,
+                self._require_info().name,
+                filter=ids_expression(ids),
+                output_fields=fields,
+                limit=len(ids),
+                consistency_level=self._settings.consistency_level,
+                timeout=self._timeout(timeout_s),
+            )
         page = [_row(row, with_vectors) for row in rows]
         page.sort(key=lambda row: row.id)
         return page
@@ -555,15 +643,17 @@ class MilvusStore:
     async def _ids(self, expression: str, limit: int | None, timeout_s: float | None) -> list[str]:
         client = self._require_client()
         extra: dict[str, Any] = {"limit": limit} if limit is not None else {}
-        rows = await self._run(
-            "the id query",
-            client.query,
-            self._require_info().name,
-            filter=expression,
-            output_fields=["id"],
-            timeout=self._timeout(timeout_s),
-            **extra,
-        )
+        with self._admitted():
+            rows = await self._run(
+                "the id query",
+                client.query,
+                self._require_info().name,
+                filter=expression,
+                output_fields=["id"],
+                consistency_level=self._settings.consistency_level,
+                timeout=self._timeout(timeout_s),
+                **extra,
+            )
         return sorted(str(row["id"]) for row in rows)
 
     async def _smallest_ids(
@@ -597,15 +687,16 @@ class MilvusStore:
         if not expression:
             return await self.count(timeout_s)
         client = self._require_client()
-        rows = await self._run(
-            "the count",
-            client.query,
-            self._require_info().name,
-            filter=expression,
-            output_fields=["count(*)"],
-            consistency_level="Strong",
-            timeout=self._timeout(timeout_s),
-        )
+        with self._admitted():
+            rows = await self._run(
+                "the count",
+                client.query,
+                self._require_info().name,
+                filter=expression,
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                timeout=self._timeout(timeout_s),
+            )
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def neighbours(
@@ -623,16 +714,18 @@ class MilvusStore:
         if not vectors:
             return []
         client = self._require_client()
-        result = await self._run(
-            "the neighbour search",
-            client.search,
-            self._require_info().name,
-            data=[list(vector) for vector in vectors],
-            anns_field=VECTOR_FIELD,
-            limit=top_k,
-            filter=expression,
-            output_fields=[],
-            search_params=self._search_params(top_k),
-            timeout=timeout_s if timeout_s is not None else self._timeout(None),
-        )
+        with self._admitted():
+            result = await self._run(
+                "the neighbour search",
+                client.search,
+                self._require_info().name,
+                data=[list(vector) for vector in vectors],
+                anns_field=VECTOR_FIELD,
+                limit=top_k,
+                filter=expression,
+                output_fields=[],
+                search_params=self._search_params(top_k),
+                consistency_level=self._settings.consistency_level,
+                timeout=timeout_s if timeout_s is not None else self._timeout(None),
+            )
         return [[(str(hit["id"]), float(hit["distance"])) for hit in hits] for hits in result]

@@ -96,6 +96,13 @@ class PermissionDeniedError(ImgsearchError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class InternalError(ImgsearchError):
+    """A dependency failed in a way retrying cannot fix (its own fault, or a request it
+    does not support); the message names the dependency and its reason."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
 class CancelledError(ImgsearchError):
     """The caller cancelled the request."""
 

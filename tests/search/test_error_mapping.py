@@ -1,0 +1,271 @@
+"""Failures of the Embedder and of Milvus become statuses by cause; only retriable ones are retried.
+
+- `milvus_error` is checked on the exception objects pymilvus itself raises
+  (built from server statuses as pymilvus builds them, and real transport
+  errors), then on real input and internal errors of both Milvus back ends
+  through the store.
+- The Embedder side runs Search against a stand-in Embedder (a real gRPC server
+  on loopback): the real Embedder cannot be made to answer INTERNAL or
+  UNIMPLEMENTED on demand, which is what these tests are about.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from pymilvus.exceptions import DataNotMatchException, MilvusException, ParamError
+from pymilvus.grpc_gen import common_pb2
+
+from imgsearch.common.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    ImgsearchError,
+    InternalError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
+from imgsearch_search.embedder_client import Deadline, EmbedderClient
+from imgsearch_search.metrics import DependencyMetrics
+from imgsearch_search.milvus_errors import milvus_error
+from imgsearch_search.settings import SearchSettings
+from imgsearch_search.store import MilvusStore
+from tests.fixtures.backends import SearchServiceFactory, search_address
+from tests.fixtures.processes import free_port
+
+
+def server_status(code: int, legacy: int = 0, **extra: object) -> MilvusException:
+    """The exception pymilvus raises for a failed server Status (its `check_status` path)."""
+    status = common_pb2.Status(code=code, error_code=legacy, reason=f"reason {code}", **extra)
+    return MilvusException.from_status(status)
+
+
+def transport_error(code: grpc.StatusCode) -> grpc.RpcError:
+    """A real failed gRPC call of the sync stack pymilvus uses."""
+    port = free_port()  # nothing listens: UNAVAILABLE, or DEADLINE_EXCEEDED while waiting
+    waits = code == grpc.StatusCode.DEADLINE_EXCEEDED
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary("/x.Y/Z")(b"", timeout=0.001 if waits else 5, wait_for_ready=waits)
+    error = info.value
+    assert error.code() == code  # type: ignore[attr-defined]
+    return error
+
+
+MILVUS_CASES: list[tuple[str, BaseException, type[ImgsearchError]]] = [
+    # Input errors: the server's flag, its codes (2.3: 1100, Lite: 6), pymilvus' own checks.
+    ("is_input_error", server_status(65535, extra_info={"is_input_error": "true"}),
+     InvalidArgumentError),
+    ("parameter invalid (2.3)", server_status(1100, 5), InvalidArgumentError),
+    ("illegal argument (Lite)", server_status(6, 6), InvalidArgumentError),
+    ("parameter too large", server_status(1102), InvalidArgumentError),
+    ("client-side ParamError", ParamError(message="bad"), InvalidArgumentError),
+    ("client-side schema mismatch", DataNotMatchException(message="bad row"),
+     InvalidArgumentError),
+    # Load shed or quota: retry later.
+    ("rate limit", server_status(8, 49), ResourceExhaustedError),
+    ("memory quota (legacy)", server_status(0, 53), ResourceExhaustedError),
+    ("request limit", server_status(4), ResourceExhaustedError),
+    # Cannot serve now: retriable.
+    ("retriable flag", server_status(65535, retriable=True), UnavailableError),
+    ("service unavailable", server_status(2), UnavailableError),
+    ("collection not loaded (restart)", server_status(101, 101), UnavailableError),
+    ("channel not available", server_status(503), UnavailableError),
+    ("node not found", server_status(901), UnavailableError),
+    ("legacy not ready", server_status(0, 56), UnavailableError),
+    ("pymilvus retries ran out", MilvusException(grpc.StatusCode.UNAVAILABLE, "Retry timeout"),
+     UnavailableError),
+    ("transport unavailable", transport_error(grpc.StatusCode.UNAVAILABLE), UnavailableError),
+    # Timeouts.
+    ("transport deadline", transport_error(grpc.StatusCode.DEADLINE_EXCEEDED),
+     DeadlineExceededError),
+    ("Milvus timeout code", server_status(10001), DeadlineExceededError),
+    # Not retriable: gone, refused, internal.
+    ("collection dropped", server_status(100, 4), FailedPreconditionError),
+    ("database dropped", server_status(800), FailedPreconditionError),
+    ("credentials refused", server_status(1401), FailedPreconditionError),
+    ("unimplemented", server_status(10), FailedPreconditionError),
+    ("plan a query node cannot run (2.3)", server_status(65535, 1), InternalError),
+    ("segcore error", server_status(2000), InternalError),
+    ("Lite unexpected error", server_status(1, 0), InternalError),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [case[1:] for case in MILVUS_CASES],
+    ids=[case[0] for case in MILVUS_CASES],
+)
+def test_milvus_failures_are_classified_by_cause(
+    error: BaseException, expected: type[ImgsearchError]
+) -> None:
+    translated = milvus_error("Milvus at x", "the search", error)
+    assert type(translated) is expected, translated.message
+    assert translated.message.startswith("Milvus at x")
+    # Only what a retry can fix is retriable, so clients retry only that.
+    retriable = expected in (UnavailableError, ResourceExhaustedError)
+    assert translated.retriable is retriable
+
+
+# --- real back ends -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def store(milvus_uri: str) -> AsyncIterator[MilvusStore]:
+    settings = SearchSettings(
+        milvus_uri=milvus_uri, collection=f"t_{uuid.uuid4().hex[:16]}", milvus_timeout_s=10
+    )
+    opened = MilvusStore(settings, DependencyMetrics(CollectorRegistry()))
+    await opened.connect()
+    await opened.ensure_collection("test-model", 8)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def row(item_id: str) -> dict[str, object]:
+    vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    return {"id": item_id, "vector": vector.tolist(), "uri": "", "labels": {},
+            "content_sha256": "0" * 64, "model": "test-model"}  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_real_milvus_errors_are_not_unavailable(store: MilvusStore) -> None:
+    await store.upsert([row("ok")], 10)
+    # An id over the schema's length (Search validates ids before, so here on purpose).
+    with pytest.raises(InvalidArgumentError) as too_long:
+        await store.upsert([row("x" * 600)], 10)
+    assert "Milvus" in too_long.value.message
+    # A query vector of the wrong dimension: Milvus fails it, retrying would too.
+    with pytest.raises((InvalidArgumentError, InternalError)):
+        await store.search([0.5] * 3, 5, "", 10)
+    assert [hit.id for hit in await store.search([1.0] * 8, 5, "", 10)] == ["ok"]
+
+    client = store._require_client()
+    client.drop_collection(store._require_info().name)
+    with pytest.raises(FailedPreconditionError) as gone:
+        await store.search([1.0] * 8, 5, "", 10)
+    assert "restart Search" in gone.value.message
+
+
+# --- the Embedder ---------------------------------------------------------------------------
+
+MODEL, DIMENSION = "stand-in-model", 8
+POISON = b"poison"
+
+
+class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
+    """Answers Embed with unit vectors, or fails with `code`: on every call, or on POISON."""
+
+    def __init__(self) -> None:
+        self.code: grpc.StatusCode | None = None
+        self.calls = 0
+
+    async def GetModel(self, request, context):
+        return embedder_pb2.GetModelResponse(
+            model=MODEL, dimension=DIMENSION, max_images_per_request=16,
+            max_request_bytes=1 << 20,
+        )  # fmt: skip
+
+    async def Embed(self, request, context):
+        self.calls += 1
+        if self.code is not None and (
+            POISON in request.images or self.code != grpc.StatusCode.INTERNAL
+        ):
+            await context.abort(self.code, f"stand-in failure {self.code.name}")
+        rng = np.random.default_rng(len(request.images))
+        embeddings = []
+        for image in request.images:
+            vector = rng.normal(size=DIMENSION) + len(image)
+            embeddings.append(
+                embedder_pb2.Embedding(vector=(vector / np.linalg.norm(vector)).tolist())
+            )
+        return embedder_pb2.EmbedResponse(embeddings=embeddings, model=MODEL)
+
+
+@pytest.fixture
+async def stand_in() -> AsyncIterator[tuple[StandInEmbedder, str]]:
+    servicer = StandInEmbedder()
+    server = grpc.aio.server()
+    embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield servicer, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected", "calls"),
+    [
+        (grpc.StatusCode.INTERNAL, InternalError, 1),
+        (grpc.StatusCode.UNKNOWN, InternalError, 1),
+        (grpc.StatusCode.UNIMPLEMENTED, FailedPreconditionError, 1),
+        (grpc.StatusCode.PERMISSION_DENIED, FailedPreconditionError, 1),
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError, 1),
+        (grpc.StatusCode.UNAVAILABLE, UnavailableError, 3),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhaustedError, 3),
+    ],
+)
+async def test_only_retriable_embedder_failures_are_retried(
+    stand_in: tuple[StandInEmbedder, str],
+    code: grpc.StatusCode,
+    expected: type[ImgsearchError],
+    calls: int,
+) -> None:
+    servicer, address = stand_in
+    client = EmbedderClient(address, 2, 1 << 20, DependencyMetrics(CollectorRegistry()))
+    try:
+        await client.get_model(Deadline(5))
+        servicer.code = code
+        with pytest.raises(expected):
+            await client.embed([POISON], Deadline(10))
+        assert servicer.calls == calls
+    finally:
+        await client.close()
+
+
+@pytest.mark.slow
+async def test_an_embedder_failure_on_one_image_is_that_items_error(
+    milvus_lite_uri: str,
+    redis_url: str,
+    stand_in: tuple[StandInEmbedder, str],
+    search_service_factory: SearchServiceFactory,
+) -> None:
+    servicer, address = stand_in
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=address
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        servicer.code = grpc.StatusCode.INTERNAL  # fails calls holding POISON only
+        unique = uuid.uuid4().hex.encode()
+        items = [
+            search_pb2.Item(id="good-1", image=b"one" + unique),
+            search_pb2.Item(id="bad", image=POISON),
+            search_pb2.Item(id="good-2", image=b"two" + unique),
+        ]
+        reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
+        codes = [result.code for result in reply.results]
+        assert codes == [0, grpc.StatusCode.INTERNAL.value[0], 0]
+        assert "items[1].image" in reply.results[1].message
+        assert reply.inserted == 2
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Search(search_pb2.SearchRequest(image=POISON), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INTERNAL  # not UNAVAILABLE: no retry helps
+
+        servicer.code = grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Search(search_pb2.SearchRequest(image=b"three" + unique), timeout=30)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "Embedder" in (info.value.details() or "")
