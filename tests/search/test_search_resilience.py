@@ -38,15 +38,20 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class TcpRelay:
-    """Forwards 127.0.0.1:port to a target; `cut()` severs it, `restore()` mends it."""
+    """Forwards 127.0.0.1:port to a target; `cut()` severs it, `restore()` mends it.
+
+    `delay_s` holds back every chunk towards the target by that long after it
+    arrived (latency of a slow network or dependency), `response_delay_s` every
+    chunk coming back: a request applied whose answer arrives too late.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        # Seconds each chunk towards the target is held back (a slow dependency).
         self.delay_s = 0.0
+        self.response_delay_s = 0.0
 
     @property
     def address(self) -> str:
@@ -76,12 +81,22 @@ class TcpRelay:
         async def pump(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, towards_target: bool
         ) -> None:
+            chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def read() -> None:
+                with contextlib.suppress(OSError, asyncio.CancelledError):
+                    while data := await reader.read(65536):
+                        delay = self.delay_s if towards_target else self.response_delay_s
+                        chunks.put_nowait((time.monotonic() + delay, data))
+                chunks.put_nowait((0.0, b""))
+
+            reading = asyncio.create_task(read())
             with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await reader.read(65536):
-                    if towards_target and self.delay_s:
-                        await asyncio.sleep(self.delay_s)
-                    writer.write(data)
+                while (chunk := await chunks.get())[1]:
+                    await asyncio.sleep(max(0.0, chunk[0] - time.monotonic()))
+                    writer.write(chunk[1])
                     await writer.drain()
+            reading.cancel()
             writer.transport.abort()
 
         await asyncio.gather(
