@@ -108,19 +108,21 @@ def _attach_thumbnails(
     return warnings
 
 
-def _check_items(items: Sequence[search_pb2.Item]) -> tuple[list[str], dict[int, ImgsearchError]]:
+def _check_items(
+    items: Sequence[search_pb2.Item], images: Sequence[bytes]
+) -> tuple[list[str], dict[int, ImgsearchError]]:
     """Each item's id (its content hash when empty) and the items that fail validation."""
     ids: list[str] = []
     failures: dict[int, ImgsearchError] = {}
     first_index: dict[str, int] = {}
-    for index, item in enumerate(items):
-        item_id = item.id or (content_id(item.image) if item.image else "")
+    for index, (item, image) in enumerate(zip(items, images, strict=True)):
+        item_id = item.id or (content_id(image) if image else "")
         ids.append(item_id)
         where = f"items[{index}]"
         try:
             if item.id:
                 check_id(item.id, f"{where}.id")
-            if not item.image:
+            if not image:
                 raise InvalidArgumentError(f"{where}.image is empty")
             check_uri(item.uri, f"{where}.uri")
             check_labels(item.labels, f"{where}.labels")
@@ -189,7 +191,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         self._thumbnails = thumbnails
         self._browser = Browser(store)
         self._duplicates = DuplicateFinder(settings, store)
-        self._insert_bytes = 0  # image bytes of the Inserts being processed
+        self._insert_bytes = 0  # bytes of the Insert requests being processed
         self._writes: set[asyncio.Future[Any]] = set()  # writes in progress (see _write)
         self.ready = False  # set by the server once the collection and Embedder are known
 
@@ -221,21 +223,22 @@ class SearchService(search_pb2_grpc.SearchServicer):
         )
         info = self._store.info
         assert info is not None
-        with self._insert_budget(sum(len(item.image) for item in items)):
-            ids, failures = _check_items(items)
+        with self._insert_budget(request.ByteSize()):
+            # Each read of a bytes field copies it: read every image once.
+            images = [item.image for item in items]
+            ids, failures = _check_items(items, images)
             valid = [index for index in range(len(items)) if index not in failures]
             # Thumbnails are made on worker threads while the Embedder works.
             thumbnailing = asyncio.ensure_future(
-                self._thumbnails.make_each(
-                    [items[i].image for i in valid] if info.thumbnails else []
-                )
+                self._thumbnails.make_each([images[i] for i in valid] if info.thumbnails else [])
             )
             try:
-                digests = {index: hashlib.sha256(items[index].image).hexdigest() for index in valid}
-                vectors = await self._embed_items(items, digests, deadline, failures)
+                digests = {index: hashlib.sha256(images[index]).hexdigest() for index in valid}
+                vectors = await self._embed_items(images, digests, deadline, failures)
                 made = dict(zip(valid, await thumbnailing, strict=False))
             finally:
                 thumbnailing.cancel()  # a no-op once done; an Embedder failure leaves it unwanted
+            del images  # embedded and thumbnailed: only vectors and thumbnails are needed now
             rows = self._rows(items, ids, digests, vectors)
             warnings = _attach_thumbnails(rows, made, ids, info.thumbnails)
             if rows:
@@ -245,11 +248,11 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
     @contextlib.contextmanager
     def _insert_budget(self, size: int) -> Iterator[None]:
-        """Admit an Insert of `size` image bytes (SEARCH_INSERT_BYTES_IN_FLIGHT), or refuse it."""
+        """Admit an Insert of `size` bytes (SEARCH_INSERT_BYTES_IN_FLIGHT), or refuse it."""
         limit = self._settings.insert_bytes_in_flight
         if self._insert_bytes and self._insert_bytes + size > limit:
             raise ResourceExhaustedError(
-                f"Search is already processing {self._insert_bytes} bytes of Insert images; this"
+                f"Search is already processing {self._insert_bytes} bytes of Insert requests; this"
                 f" request's {size} bytes would go over its limit"
                 f" (SEARCH_INSERT_BYTES_IN_FLIGHT={limit}): retry with backoff"
             )
@@ -261,7 +264,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
     async def _embed_items(
         self,
-        items: Sequence[search_pb2.Item],
+        images: Sequence[bytes],
         digests: dict[int, str],
         deadline: Deadline,
         failures: dict[int, ImgsearchError],
@@ -279,7 +282,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
         if not todo:
             return vectors
         results, fingerprints = await self._embedder.embed_each(
-            [items[i].image for i in todo], deadline, self._settings.embed_concurrency
+            [images[i] for i in todo], deadline, self._settings.embed_concurrency
         )
         if fingerprints - {info.fingerprint}:
             raise FailedPreconditionError(

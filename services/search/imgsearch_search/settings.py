@@ -180,10 +180,10 @@ class SearchSettings(ServerSettings):
     # --- request limits
     max_insert_items: int = Field(256, ge=1, description="Most items in one Insert request.")
     insert_bytes_in_flight: int = Field(
-        256 * 1024 * 1024,
+        128 * 1024 * 1024,
         ge=1024 * 1024,
         description=(
-            "Image bytes of the Inserts being processed at once; an Insert that would go"
+            "Bytes of the Insert requests being processed at once; an Insert that would go"
             " over gets RESOURCE_EXHAUSTED (one Insert alone is always admitted)."
         ),
     )

@@ -85,9 +85,15 @@ class SearchServicer:
         the collection (Embed+Insert ingestion). Items are independent: one bad
         image fails only its own item, reported in InsertResponse.results, and a
         failed item is never written. Re-inserting an id replaces that item.
+        The caller's deadline bounds the whole call, however long it is; without
+        one the server allows its Embedder plus Milvus timeouts (40 s by default).
         Errors for the whole request: INVALID_ARGUMENT when there are no items or
         more than the server's limit; UNAVAILABLE when the Embedder or Milvus
-        cannot be reached (the message names which).
+        cannot be reached (the message names which); RESOURCE_EXHAUSTED when the
+        server sheds load (too many Milvus calls or Insert bytes in progress);
+        UNAVAILABLE and RESOURCE_EXHAUSTED are worth retrying, the others are not.
+        When the call fails or is cancelled after Milvus may have applied the
+        write, retrying it is safe (an upsert) and cached results never hide it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,7 +103,10 @@ class SearchServicer:
         """Search returns the stored items most similar to the query, best first.
         Errors: INVALID_ARGUMENT for a bad image, vector, top_k or filter;
         NOT_FOUND when the query id is not in the collection; UNAVAILABLE when
-        the Embedder or Milvus cannot be reached (the message names which).
+        the Embedder or Milvus cannot be reached (the message names which);
+        RESOURCE_EXHAUSTED when the server sheds load; INTERNAL when the Embedder
+        or Milvus fails on this very request (retrying cannot help);
+        FAILED_PRECONDITION when the Embedder's model or the collection changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +122,9 @@ class SearchServicer:
 
     def Delete(self, request, context):
         """Delete removes items by id. Deleting an id that is not stored is not an
-        error.
+        error. The caller's deadline (else the server's Milvus timeout) bounds the
+        whole call. A Delete that fails or is cancelled after Milvus may have
+        applied it is safe to retry, and cached results never show the items again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
