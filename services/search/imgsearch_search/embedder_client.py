@@ -15,9 +15,10 @@ so the Search handlers never see a raw `grpc.aio.AioRpcError`:
   together) -> FailedPreconditionError.
 
 Only errors whose class is `retriable` are retried, `retries` times with
-exponential backoff within the caller's deadline; the last retry waits for
-the channel to connect (at most `_READY_WAIT_S`), so a restarted Embedder is
-used as soon as it listens, not after the channel's reconnect backoff.
+exponential backoff within the caller's deadline; after UNAVAILABLE the last
+retry first waits for the channel to connect (at most `_READY_WAIT_S`), so a
+restarted Embedder is used as soon as it listens, not after the channel's
+reconnect backoff.
 
 `embed_each` is what Insert uses: it packs images into Embed calls that fit the
 Embedder's advertised limits and, when a call fails for a reason that belongs
@@ -205,6 +206,14 @@ class EmbedderClient:
     async def close(self) -> None:
         await self._channel.close()
 
+    async def _wait_until_ready(self, deadline: Deadline, unavailable: ImgsearchError) -> None:
+        """Wait (at most `_READY_WAIT_S`) for the channel to connect; else raise `unavailable`."""
+        wait_s = min(deadline.remaining(), _READY_WAIT_S)
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout=max(wait_s, 0.0))
+        except TimeoutError:
+            raise unavailable from None
+
     def _translate(self, error: grpc.aio.AioRpcError, what: str) -> ImgsearchError:
         return embedder_error(self.address, what, error.code(), error.details() or "")
 
@@ -214,26 +223,23 @@ class EmbedderClient:
         backoff = _FIRST_BACKOFF_S
         previous: ImgsearchError | None = None
         for attempt in range(self._retries + 1):
+            last_attempt = attempt == self._retries
+            if last_attempt and isinstance(previous, UnavailableError):
+                # The last retry first waits for a (re)connecting channel, so a
+                # restarted Embedder is used as soon as it listens.
+                await self._wait_until_ready(deadline, previous)
             started = time.perf_counter()
             outcome = "ok"
-            # The last retry waits for a (re)connecting channel instead of failing fast.
-            waits = attempt > 0 and attempt == self._retries
-            timeout = deadline.timeout(self._call_timeout_s)
             try:
                 return await stub_method(
                     request,
-                    timeout=min(timeout, _READY_WAIT_S) if waits else timeout,
+                    timeout=deadline.timeout(self._call_timeout_s),
                     metadata=(*_metadata(), *self._security.metadata()),
-                    wait_for_ready=waits,
                 )
             except grpc.aio.AioRpcError as error:
                 outcome = error.code().name
                 translated = self._translate(error, what)
-                timed_out = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                if waits and timed_out and previous is not None and deadline.remaining() > 0:
-                    translated = previous  # still not connected: the outage, not our deadline
-                last_attempt = attempt == self._retries or deadline.remaining() <= backoff
-                if not translated.retriable or last_attempt:
+                if not translated.retriable or last_attempt or deadline.remaining() <= backoff:
                     raise translated from None
                 previous = translated
             finally:
