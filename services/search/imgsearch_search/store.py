@@ -445,6 +445,8 @@ class MilvusStore:
         if not rows:
             return
         client = self._require_client()
+        # The wait for the write lock counts against the caller's time.
+        deadline = Deadline(self._settings.milvus_timeout_s if timeout_s is None else timeout_s)
         with self._admitted():
             async with self._write_lock:
                 await self._run(
@@ -452,7 +454,7 @@ class MilvusStore:
                     client.upsert,
                     self._require_info().name,
                     list(rows),
-                    timeout=self._timeout(timeout_s),
+                    timeout=self._timeout(deadline.remaining()),
                 )
 
     def _search_params(self, top_k: int) -> dict[str, Any]:
