@@ -201,6 +201,11 @@ class QueryCache:
         else:
             self._remember(mark)
 
+    async def invalidate(self) -> None:
+        """Retire every cached result now (as a write of this process, applied at once)."""
+        await self.begin_write(0.0)
+        await self.end_write(applied=True)
+
     def _remember(self, mark: tuple[str, float]) -> None:
         """Keep a failed mark to retry; until it succeeds this process reads no results."""
         pending = self._pending_mark
