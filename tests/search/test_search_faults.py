@@ -8,7 +8,8 @@ Search while:
    whose Insert was acknowledged is there afterwards, and re-running the whole
    ingest converges (every item once, no duplicates);
 2. the Embedder is SIGKILLed and restarted: the first request after it listens
-   again succeeds (Search's own retries cover the reconnection);
+   again succeeds (Search's own retries cover the reconnection); this part does
+   not involve Milvus and runs with the Milvus Lite server only;
 3. Redis flaps (SIGKILL and restart, SIGSTOP and SIGCONT) under mixed traffic:
    no request fails, and no result from before a write is served after it.
 
@@ -206,6 +207,17 @@ async def test_faults_lose_nothing_acknowledged_and_recover(
     assert (await stub.Stats(search_pb2.StatsRequest(), timeout=20)).item_count == len(items)
 
     # 2. The Embedder SIGKILLed: image queries fail fast and clearly, then recover at once.
+    # (Nothing of it depends on the Milvus back end: once is enough for the budget.)
+    if isinstance(killable_milvus, MilvusLiteServer):
+        await kill_the_embedder(stub, channel, killable_embedder)
+
+    # 3. Redis flapping under mixed traffic: no request fails, nothing stale is served.
+    await flap_redis_under_traffic(stub, own_redis, items)
+
+
+async def kill_the_embedder(
+    stub: search_pb2_grpc.SearchStub, channel: grpc.aio.Channel, killable_embedder: KillableEmbedder
+) -> None:
     killable_embedder.kill()
     with pytest.raises(grpc.aio.AioRpcError) as down:
         await stub.Search(search_pb2.SearchRequest(image=small_photo(100)), timeout=20)
@@ -223,15 +235,12 @@ async def test_faults_lose_nothing_acknowledged_and_recover(
     assert time.monotonic() - started < 10
     await wait_for_health(channel, SERVING, within_s=15)
 
-    # 3. Redis flapping under mixed traffic: no request fails, nothing stale is served.
-    await flap_redis_under_traffic(stub, own_redis, items)
-
 
 async def flap_redis_under_traffic(
     stub: search_pb2_grpc.SearchStub, redis: RedisServer, items: list[search_pb2.Item]
 ) -> None:
     query = search_pb2.SearchRequest(id="p0", top_k=len(items) + 5)
-    await stub.Search(query, timeout=20)  # cached before the flapping
+    before = {hit.id for hit in (await stub.Search(query, timeout=20)).hits}  # and cached
     stop = asyncio.Event()
     errors: list[str] = []
 
@@ -249,16 +258,15 @@ async def flap_redis_under_traffic(
                 errors.append(f"{error.code().name}: {error.details()}")
 
     running = asyncio.create_task(traffic())
-    for _ in range(2):
-        await asyncio.sleep(0.4)
-        await asyncio.to_thread(redis.kill)
-        await asyncio.sleep(0.4)
-        await asyncio.to_thread(redis.restart)
-        await asyncio.sleep(0.4)
-        assert redis.child is not None
-        redis.child.signal(signal.SIGSTOP)  # hangs: every command times out
-        await asyncio.sleep(0.6)
-        redis.child.signal(signal.SIGCONT)
+    await asyncio.sleep(0.4)
+    await asyncio.to_thread(redis.kill)  # refused: every command fails at once
+    await asyncio.sleep(0.4)
+    await asyncio.to_thread(redis.restart)  # back, empty
+    await asyncio.sleep(0.4)
+    assert redis.child is not None
+    redis.child.signal(signal.SIGSTOP)  # hangs: every command times out
+    await asyncio.sleep(0.6)
+    redis.child.signal(signal.SIGCONT)
     # A write in the middle of the flapping, then the deleted item must never come back.
     deleted = await stub.Delete(search_pb2.DeleteRequest(ids=["p5"]), timeout=20)
     assert deleted.deleted == 1
@@ -269,5 +277,4 @@ async def flap_redis_under_traffic(
     for _ in range(3):
         reply = await stub.Search(query, timeout=20)
         assert "p5" not in {hit.id for hit in reply.hits}
-        # The 24 photos less p5, plus "after".
-        assert {hit.id for hit in reply.hits} == {item.id for item in items} - {"p5"} | {"after"}
+        assert {hit.id for hit in reply.hits} == before - {"p5"}
