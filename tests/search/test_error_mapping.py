@@ -27,6 +27,7 @@ from imgsearch.common.errors import (
     ImgsearchError,
     InternalError,
     InvalidArgumentError,
+    RequestTooLargeError,
     ResourceExhaustedError,
     UnavailableError,
 )
@@ -125,7 +126,7 @@ async def store(milvus_uri: str) -> AsyncIterator[MilvusStore]:
     )
     opened = MilvusStore(settings, DependencyMetrics(CollectorRegistry()))
     await opened.connect()
-    await opened.ensure_collection("test-model", 8)
+    await opened.ensure_collection("test-model", "f" * 64, 8)
     try:
         yield opened
     finally:
@@ -160,6 +161,7 @@ async def test_real_milvus_errors_are_not_unavailable(store: MilvusStore) -> Non
 # --- the Embedder ---------------------------------------------------------------------------
 
 MODEL, DIMENSION = "stand-in-model", 8
+FINGERPRINT = "f" * 64
 POISON = b"poison"
 
 
@@ -168,12 +170,13 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
 
     def __init__(self) -> None:
         self.code: grpc.StatusCode | None = None
+        self.final = False  # send a negative retry pushback: "do not retry"
         self.calls = 0
 
     async def GetModel(self, request, context):
         return embedder_pb2.GetModelResponse(
-            model=MODEL, dimension=DIMENSION, max_images_per_request=16,
-            max_request_bytes=1 << 20,
+            model=MODEL, fingerprint=FINGERPRINT, dimension=DIMENSION,
+            max_images_per_request=16, max_request_bytes=1 << 20,
         )  # fmt: skip
 
     async def Embed(self, request, context):
@@ -181,7 +184,10 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         if self.code is not None and (
             POISON in request.images or self.code != grpc.StatusCode.INTERNAL
         ):
-            await context.abort(self.code, f"stand-in failure {self.code.name}")
+            pushback = (("grpc-retry-pushback-ms", "-1"),) if self.final else ()
+            await context.abort(
+                self.code, f"stand-in failure {self.code.name}", trailing_metadata=pushback
+            )
         rng = np.random.default_rng(len(request.images))
         embeddings = []
         for image in request.images:
@@ -189,7 +195,9 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
             embeddings.append(
                 embedder_pb2.Embedding(vector=(vector / np.linalg.norm(vector)).tolist())
             )
-        return embedder_pb2.EmbedResponse(embeddings=embeddings, model=MODEL)
+        return embedder_pb2.EmbedResponse(
+            embeddings=embeddings, model=MODEL, fingerprint=FINGERPRINT
+        )
 
 
 @pytest.fixture
@@ -206,20 +214,23 @@ async def stand_in() -> AsyncIterator[tuple[StandInEmbedder, str]]:
 
 
 @pytest.mark.parametrize(
-    ("code", "expected", "calls"),
+    ("code", "final", "expected", "calls"),
     [
-        (grpc.StatusCode.INTERNAL, InternalError, 1),
-        (grpc.StatusCode.UNKNOWN, InternalError, 1),
-        (grpc.StatusCode.UNIMPLEMENTED, FailedPreconditionError, 1),
-        (grpc.StatusCode.PERMISSION_DENIED, FailedPreconditionError, 1),
-        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError, 1),
-        (grpc.StatusCode.UNAVAILABLE, UnavailableError, 3),
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, ResourceExhaustedError, 3),
+        (grpc.StatusCode.INTERNAL, False, InternalError, 1),
+        (grpc.StatusCode.UNKNOWN, False, InternalError, 1),
+        (grpc.StatusCode.UNIMPLEMENTED, False, FailedPreconditionError, 1),
+        (grpc.StatusCode.PERMISSION_DENIED, False, FailedPreconditionError, 1),
+        (grpc.StatusCode.INVALID_ARGUMENT, False, InvalidArgumentError, 1),
+        (grpc.StatusCode.UNAVAILABLE, False, UnavailableError, 3),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, False, ResourceExhaustedError, 3),
+        # Over a per-request limit: the Embedder says not to retry.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, True, RequestTooLargeError, 1),
     ],
 )
 async def test_only_retriable_embedder_failures_are_retried(
     stand_in: tuple[StandInEmbedder, str],
     code: grpc.StatusCode,
+    final: bool,
     expected: type[ImgsearchError],
     calls: int,
 ) -> None:
@@ -227,7 +238,7 @@ async def test_only_retriable_embedder_failures_are_retried(
     client = EmbedderClient(address, 2, 1 << 20, DependencyMetrics(CollectorRegistry()))
     try:
         await client.get_model(Deadline(5))
-        servicer.code = code
+        servicer.code, servicer.final = code, final
         with pytest.raises(expected):
             await client.embed([POISON], Deadline(10))
         assert servicer.calls == calls

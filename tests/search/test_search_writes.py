@@ -238,7 +238,8 @@ async def test_search_sheds_load_beyond_its_milvus_queue_and_insert_bytes(
             search_pb2.InsertRequest(items=[search_pb2.Item(id="moon", image=photo("moon"))]),
             timeout=60,
         )
-        vector = search_pb2.Vector(values=[1.0] * 1280)
+        dimension = (await stub.Stats(search_pb2.StatsRequest(), timeout=30)).dimension
+        vector = search_pb2.Vector(values=[1.0] * dimension)
         query = search_pb2.SearchRequest(vector=vector, top_k=1)
 
         milvus.delay_s = 0.5

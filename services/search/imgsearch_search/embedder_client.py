@@ -4,7 +4,9 @@ Embedder statuses become our error taxonomy here, by cause (`embedder_error`),
 so the Search handlers never see a raw `grpc.aio.AioRpcError`:
 
 - UNAVAILABLE, CANCELLED, ABORTED (the Embedder went away) -> UnavailableError;
-- RESOURCE_EXHAUSTED (its queue is full) -> ResourceExhaustedError;
+- RESOURCE_EXHAUSTED (its queue is full) -> ResourceExhaustedError, or with a
+  negative retry pushback (a request over its limits) -> RequestTooLargeError,
+  which belongs to the images of that call;
 - DEADLINE_EXCEEDED -> DeadlineExceededError;
 - INVALID_ARGUMENT -> InvalidArgumentError for that image;
 - INTERNAL, UNKNOWN, DATA_LOSS (the Embedder failed on what it was given) ->
@@ -41,11 +43,13 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgsearch.common.errors import (
+    RETRY_PUSHBACK_KEY,
     DeadlineExceededError,
     FailedPreconditionError,
     ImgsearchError,
     InternalError,
     InvalidArgumentError,
+    RequestTooLargeError,
     ResourceExhaustedError,
     UnavailableError,
 )
@@ -63,17 +67,25 @@ _FIRST_BACKOFF_S = 0.1
 # The last retry waits this long at most for the channel to (re)connect.
 _READY_WAIT_S = 2.0
 # Failures that belong to the images of a call, not to the Embedder's state.
-_PER_IMAGE = (InvalidArgumentError, InternalError)
+_PER_IMAGE = (InvalidArgumentError, InternalError, RequestTooLargeError)
 _GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED)
 _FAILED = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)
 
 
-def embedder_error(address: str, what: str, code: grpc.StatusCode, details: str) -> ImgsearchError:
-    """Our error for an Embedder call that ended with `code`, classified by cause."""
+def embedder_error(
+    address: str, what: str, code: grpc.StatusCode, details: str, final: bool = False
+) -> ImgsearchError:
+    """Our error for an Embedder call that ended with `code`, classified by cause.
+
+    `final`: the Embedder said not to retry (a negative retry pushback), as it
+    does for a request over its per-request limits.
+    """
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgumentError(_EMBEDDER_INDEX_RE.sub("", details, count=1))
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceededError(f"the Embedder did not finish {what} in time")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and final:
+        return RequestTooLargeError(f"the Embedder refused it as too large: {details}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhaustedError(f"the Embedder is overloaded: {details}")
     if code in _GONE:
@@ -215,7 +227,10 @@ class EmbedderClient:
             raise unavailable from None
 
     def _translate(self, error: grpc.aio.AioRpcError, what: str) -> ImgsearchError:
-        return embedder_error(self.address, what, error.code(), error.details() or "")
+        # A negative retry pushback (gRFC A6) says: do not retry, whatever the code.
+        pushback = dict(error.trailing_metadata() or ()).get(RETRY_PUSHBACK_KEY)
+        final = str(pushback or "").startswith("-")
+        return embedder_error(self.address, what, error.code(), error.details() or "", final)
 
     async def _call(self, method: str, request: Any, deadline: Deadline, what: str) -> Any:
         """One unary call, retried (bounded, within the deadline) while the error is retriable."""
