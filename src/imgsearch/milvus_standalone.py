@@ -179,7 +179,22 @@ def exec_server(
     import milvus
     from milvus import MilvusServerConfig
 
-    config = MilvusServerConfig()
+    class ReusablePortsConfig(MilvusServerConfig):  # type: ignore[misc]
+        """Checks a port as the Go server binds it (SO_REUSEADDR): after a crash,
+        the same port is free at once, not after its connections' TIME_WAIT."""
+
+        def try_bind_port(self, port: int) -> socket.socket | None:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            except OSError:
+                sock.close()
+                return None
+            return sock
+
+    config = ReusablePortsConfig()
     # The package would scan upwards from fixed ports (53100, 19531, ...), so
     # servers starting at the same moment on one machine pick the same ones
     # and one dies with "address already in use": let the kernel choose.
