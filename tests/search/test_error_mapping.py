@@ -136,7 +136,7 @@ async def store(milvus_uri: str) -> AsyncIterator[MilvusStore]:
 def row(item_id: str) -> dict[str, object]:
     vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
     return {"id": item_id, "vector": vector.tolist(), "uri": "", "labels": {},
-            "content_sha256": "0" * 64, "model": "test-model"}  # fmt: skip
+            "content_sha256": "0" * 64, "model": "test-model", "thumbnail": ""}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -172,6 +172,7 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         self.code: grpc.StatusCode | None = None
         self.final = False  # send a negative retry pushback: "do not retry"
         self.calls = 0
+        self.images = 0  # images received in Embed calls
 
     async def GetModel(self, request, context):
         return embedder_pb2.GetModelResponse(
@@ -181,6 +182,7 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
 
     async def Embed(self, request, context):
         self.calls += 1
+        self.images += len(request.images)
         if self.code is not None and (
             POISON in request.images or self.code != grpc.StatusCode.INTERNAL
         ):
@@ -265,15 +267,26 @@ async def test_an_embedder_failure_on_one_image_is_that_items_error(
             search_pb2.Item(id="good-1", image=b"one" + unique),
             search_pb2.Item(id="bad", image=POISON),
             search_pb2.Item(id="good-2", image=b"two" + unique),
+            search_pb2.Item(id="bad-again", image=POISON),  # the same bytes: the same error
         ]
         reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
         codes = [result.code for result in reply.results]
-        assert codes == [0, grpc.StatusCode.INTERNAL.value[0], 0]
+        internal = grpc.StatusCode.INTERNAL.value[0]
+        assert codes == [0, internal, 0, internal]
         assert "items[1].image" in reply.results[1].message
+        assert "items[3].image" in reply.results[3].message
         assert reply.inserted == 2
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Search(search_pb2.SearchRequest(image=POISON), timeout=30)
         assert info.value.code() == grpc.StatusCode.INTERNAL  # not UNAVAILABLE: no retry helps
+
+        # The same image under several ids is embedded once.
+        servicer.code, before = None, servicer.images
+        same = b"same" + unique
+        copies = [search_pb2.Item(id=f"copy-{index}", image=same) for index in range(3)]
+        reply = await stub.Insert(search_pb2.InsertRequest(items=copies), timeout=30)
+        assert reply.inserted == 3
+        assert servicer.images - before == 1
 
         servicer.code = grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.aio.AioRpcError) as info:

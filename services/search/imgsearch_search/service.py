@@ -269,7 +269,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         deadline: Deadline,
         failures: dict[int, ImgsearchError],
     ) -> dict[int, np.ndarray]:
-        """Vectors of the valid items (cache first, then the Embedder); failures by index."""
+        """Vectors of the valid items (cache first, then the Embedder); failures by index.
+
+        Items with the same image bytes (the same digest) are embedded once.
+        """
         info = self._store.info
         assert info is not None
         valid = list(digests)
@@ -278,10 +281,14 @@ class SearchService(search_pb2_grpc.SearchServicer):
         for index, vector in zip(valid, known, strict=True):
             if vector is not None:
                 vectors[index] = vector
-        todo = [index for index in valid if index not in vectors]
+        first: dict[str, int] = {}  # digest -> the first item to embed with it
+        for index in valid:
+            if index not in vectors:
+                first.setdefault(digests[index], index)
+        todo = list(first.values())
         if not todo:
             return vectors
-        results, fingerprints = await self._embedder.embed_each(
+        embedded, fingerprints = await self._embedder.embed_each(
             [images[i] for i in todo], deadline, self._settings.embed_concurrency
         )
         if fingerprints - {info.fingerprint}:
@@ -290,10 +297,12 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 f" collection {info.name!r} holds {info.model!r} (fingerprint"
                 f" {info.fingerprint}); nothing was stored"
             )
-        for index, result in zip(todo, results, strict=True):
+        by_digest = {digests[i]: result for i, result in zip(todo, embedded, strict=True)}
+        for index in valid:
+            result = by_digest.get(digests[index])
             if isinstance(result, ImgsearchError):
                 failures[index] = type(result)(f"items[{index}].image: {result.message}")
-            else:
+            elif result is not None and index not in vectors:
                 vectors[index] = result
         await self._cache.put_embeddings({digests[i]: vectors[i] for i in todo if i in vectors})
         return vectors
