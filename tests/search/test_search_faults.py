@@ -1,19 +1,23 @@
 """Faults against the real processes, on each Milvus back end: nothing acknowledged is lost.
 
-One test per back end, with a Milvus, an Embedder and a Redis of its own (the
-session's are shared and must survive), drives an ingest and queries through
-Search while:
+One test per back end, with a Milvus and a Redis of its own (the session's are
+shared and must survive) and the session's Embedder, drives an ingest and
+queries through Search while:
 
 1. Milvus is SIGKILLed in the middle of the ingest and restarted: every item
    whose Insert was acknowledged is there afterwards, and re-running the whole
    ingest converges (every item once, no duplicates);
-2. the Embedder is SIGKILLed and restarted: the first request after it listens
-   again succeeds (Search's own retries cover the reconnection); this part does
-   not involve Milvus and runs with the Milvus Lite server only;
+2. the Embedder is SIGKILLed and restarted on its port: while it is down, image
+   requests fail with UNAVAILABLE once Search's retry budget is spent (seconds,
+   not the caller's whole deadline); once it listens again, the first request
+   succeeds (Search's retries and its reconnect backoff cover the reconnection)
+   and health is SERVING again;
 3. Redis flaps (SIGKILL and restart, SIGSTOP and SIGCONT) under mixed traffic:
    no request fails, and no result from before a write is served after it.
 
-The Embedder is started once for the module (its model takes seconds to load).
+The Embedder killed is the session's (`EmbedderProcess`): it is restarted on its
+port before the test ends, so later tests find it serving (a model load per back
+end is the cost of this part).
 """
 
 from __future__ import annotations
@@ -41,54 +45,14 @@ from tests.fixtures.backends import (
     SearchServiceFactory,
     search_address,
 )
-from tests.fixtures.embedder import LISTENING
+from tests.fixtures.embedder import EmbedderProcess
 from tests.fixtures.photos import PHOTO_NAMES, load_photo
-from tests.fixtures.processes import PYTHON, ChildProcess, free_port
 from tests.search.test_search_resilience import wait_for_health
 
 pytestmark = pytest.mark.slow
 
 OK = 0
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-class KillableEmbedder:
-    """`python -m imgsearch_embedder` on a fixed port, to SIGKILL and start again."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.child: ChildProcess | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {
-            "EMBEDDER_HOST": "127.0.0.1",
-            "EMBEDDER_PORT": str(self.port),
-            "EMBEDDER_METRICS_PORT": "0",
-            "EMBEDDER_LOG_LEVEL": "WARNING",
-        }
-        self.child = ChildProcess("embedder", [PYTHON, "-m", "imgsearch_embedder"], env)
-        self.child.wait_for_line(LISTENING, timeout=180)
-
-    def kill(self) -> None:
-        if self.child is not None:
-            self.child.signal(signal.SIGKILL)
-            self.child.proc.wait(10)
-            self.child.stop()
-            self.child = None
-
-
-@pytest.fixture(scope="module")
-def killable_embedder() -> Iterator[KillableEmbedder]:
-    embedder = KillableEmbedder()
-    embedder.start()
-    try:
-        yield embedder
-    finally:
-        embedder.kill()
 
 
 @pytest.fixture(params=MILVUS_BACKENDS)
@@ -126,15 +90,17 @@ def small_photo(index: int) -> bytes:
 @pytest.fixture
 async def channel(
     killable_milvus: Any,
-    killable_embedder: KillableEmbedder,
+    embedder_process: EmbedderProcess,
     own_redis: RedisServer,
     search_service_factory: SearchServiceFactory,
 ) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel to a Search service on this test's own Milvus, Embedder and Redis."""
+    """A channel to a Search service on this test's own Milvus and Redis, and the Embedder."""
+    if not embedder_process.running:
+        await asyncio.to_thread(embedder_process.restart)
     server = await search_service_factory(
         milvus_uri=killable_milvus.uri,
         redis_url=own_redis.url,
-        embedder_address=killable_embedder.address,
+        embedder_address=embedder_process.address,
         milvus_timeout_s=3,
         embedder_timeout_s=10,
     )
@@ -187,7 +153,7 @@ async def kill_milvus_mid_ingest(
 async def test_faults_lose_nothing_acknowledged_and_recover(
     channel: grpc.aio.Channel,
     killable_milvus: Any,
-    killable_embedder: KillableEmbedder,
+    embedder_process: EmbedderProcess,
     own_redis: RedisServer,
 ):
     stub = search_pb2_grpc.SearchStub(channel)
@@ -207,23 +173,25 @@ async def test_faults_lose_nothing_acknowledged_and_recover(
     assert (await stub.Stats(search_pb2.StatsRequest(), timeout=20)).item_count == len(items)
 
     # 2. The Embedder SIGKILLed: image queries fail fast and clearly, then recover at once.
-    # (Nothing of it depends on the Milvus back end: once is enough for the budget.)
-    if isinstance(killable_milvus, MilvusLiteServer):
-        await kill_the_embedder(stub, channel, killable_embedder)
+    await kill_the_embedder(stub, channel, embedder_process)
 
     # 3. Redis flapping under mixed traffic: no request fails, nothing stale is served.
     await flap_redis_under_traffic(stub, own_redis, items)
 
 
 async def kill_the_embedder(
-    stub: search_pb2_grpc.SearchStub, channel: grpc.aio.Channel, killable_embedder: KillableEmbedder
+    stub: search_pb2_grpc.SearchStub, channel: grpc.aio.Channel, embedder_process: EmbedderProcess
 ) -> None:
-    killable_embedder.kill()
+    embedder_process.kill()
+    asked = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as down:
         await stub.Search(search_pb2.SearchRequest(image=small_photo(100)), timeout=20)
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "Embedder" in (down.value.details() or "")
-    await asyncio.to_thread(killable_embedder.start)
+    # Within the retry budget (backoffs of 0.1 and 0.2 s, then at most 2 s waiting for
+    # the channel), not the 20 s the caller allowed.
+    assert time.monotonic() - asked < 8
+    await asyncio.to_thread(embedder_process.start)
     started = time.monotonic()
     reply = await stub.Search(search_pb2.SearchRequest(image=small_photo(101), top_k=3), timeout=20)
     assert len(reply.hits) == 3

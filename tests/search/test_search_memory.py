@@ -29,6 +29,8 @@ from PIL import Image
 
 from imgsearch.common.grpc_runtime import PROBE_HEADROOM_RPCS
 from imgsearch.v1 import search_pb2, search_pb2_grpc
+from tests.fixtures.backends import RedisServer
+from tests.fixtures.embedder import EmbedderProcess
 from tests.fixtures.processes import PYTHON, ChildProcess
 
 pytestmark = pytest.mark.slow
@@ -66,9 +68,12 @@ def _noise_jpeg(seed: int, side: int = 640) -> bytes:
 
 @pytest.fixture(scope="module")
 def search_process(
-    milvus_lite_uri: str, redis_server: object, embedder_address: str
+    milvus_lite_uri: str, redis_server: RedisServer, embedder_process: EmbedderProcess
 ) -> Iterator[tuple[ChildProcess, str]]:
-    url = redis_server.url  # type: ignore[attr-defined]
+    if not embedder_process.running:  # a fault test may have left it down
+        embedder_process.restart()
+    if not redis_server.running:
+        redis_server.restart()
     env = {
         "SEARCH_HOST": "127.0.0.1",
         "SEARCH_PORT": "0",
@@ -76,8 +81,8 @@ def search_process(
         "SEARCH_LOG_LEVEL": "WARNING",
         "SEARCH_MILVUS_URI": milvus_lite_uri,
         "SEARCH_COLLECTION": f"memory_{uuid.uuid4().hex[:12]}",
-        "SEARCH_REDIS_URL": url,
-        "SEARCH_EMBEDDER_ADDRESS": embedder_address,
+        "SEARCH_REDIS_URL": redis_server.url,
+        "SEARCH_EMBEDDER_ADDRESS": embedder_process.address,
         "SEARCH_MAX_CONCURRENT_RPCS": str(MAX_CONCURRENT_RPCS),
         "SEARCH_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         "SEARCH_INSERT_BYTES_IN_FLIGHT": str(INSERT_BYTES_IN_FLIGHT),
