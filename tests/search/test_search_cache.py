@@ -138,10 +138,11 @@ async def test_known_images_skip_the_embedder(
     )
     async with grpc.aio.insecure_channel(search_address(server)) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
-        await stub.Insert(search_pb2.InsertRequest(items=[item(n) for n in NAMES]))
+        # Deadlines of the caller's own: the 3 s cap is for calls without one (a busy CPU).
+        await stub.Insert(search_pb2.InsertRequest(items=[item(n) for n in NAMES]), timeout=120)
         # A query photo nobody inserted: its embedding is cached by this search.
         query_image = jpeg(cropped(load_photo("rocket"), 0.7), quality=60)
-        first = await stub.Search(search_pb2.SearchRequest(image=query_image, top_k=2))
+        first = await stub.Search(search_pb2.SearchRequest(image=query_image, top_k=2), timeout=60)
         assert first.hits[0].id == "rocket"
         assert (await stub.Delete(search_pb2.DeleteRequest(ids=["moon"]))).deleted == 1
 

@@ -215,6 +215,42 @@ async def test_the_callers_longer_deadline_wins_over_the_default(
         assert [result.code for result in reply.results] == [3, 0, 0]
 
 
+async def test_one_embed_call_may_use_all_of_the_callers_deadline(
+    milvus_lite_uri: str,
+    redis_url: str,
+    embedder_address: str,
+    search_service_factory: SearchServiceFactory,
+    relay_factory: Relays,
+):
+    """A slow Embed call (a large Insert on a busy CPU) is not cut at the setting's cap."""
+    relay = await relay_factory(embedder_address)
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url=redis_url,
+        embedder_address=relay.address,
+        embedder_timeout_s=2.0,  # each Embed call's cap when the caller sets no deadline
+        milvus_timeout_s=5.0,
+        embedder_retries=0,
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        warm = search_pb2.Item(id="warm-up", image=small_photo(4))  # a cold model is slow
+        await stub.Insert(search_pb2.InsertRequest(items=[warm]), timeout=60)
+        relay.delay_s = 3.0  # every Embed call now takes longer than the 2 s cap
+        slow = search_pb2.Item(id="slow-" + uuid.uuid4().hex, image=small_photo(5))
+        reply = await stub.Insert(search_pb2.InsertRequest(items=[slow]), timeout=60)
+        assert [result.code for result in reply.results] == [0]
+        # Without a caller deadline the cap holds: the call is cut, nothing is written.
+        other = search_pb2.Item(id="capped-" + uuid.uuid4().hex, image=small_photo(6))
+        await expect_status(
+            stub.Insert(search_pb2.InsertRequest(items=[other])),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "Embed",
+        )
+        got = await stub.Get(search_pb2.GetRequest(ids=[slow.id, other.id]), timeout=30)
+        assert [item.id for item in got.items] == [slow.id]
+
+
 async def test_search_sheds_load_beyond_its_milvus_queue_and_insert_bytes(
     milvus_lite_uri: str,
     redis_url: str,

@@ -124,20 +124,23 @@ class ModelInfo:
 class Deadline:
     """An absolute point in monotonic time by which a piece of work must be done."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, from_caller: bool = False) -> None:
         self._at = time.monotonic() + seconds
+        self.from_caller = from_caller  # the caller chose it: no setting shortens a call within it
 
     @classmethod
     def for_call(cls, context: grpc.aio.ServicerContext | None, default_s: float) -> Deadline:
         """The caller's deadline, longer or shorter than `default_s`; `default_s` when it set none.
 
-        Settings cap each dependency call within it (`EmbedderClient(call_timeout_s=)`,
-        `SEARCH_MILVUS_TIMEOUT_S`), never the whole request the caller allowed.
+        An Embed call may use all of a deadline the caller chose (a large Insert on a
+        slow CPU can need minutes, and the caller said it may wait); without one, each
+        Embed call is capped by `EmbedderClient(call_timeout_s=)`. Milvus calls are
+        capped by `SEARCH_MILVUS_TIMEOUT_S` within either.
         """
         remaining = context.time_remaining() if context is not None else None
         if remaining is None:
             return cls(default_s)
-        return cls(max(remaining, 0.0))
+        return cls(max(remaining, 0.0), from_caller=True)
 
     def remaining(self) -> float:
         return self._at - time.monotonic()
@@ -189,7 +192,7 @@ class EmbedderClient:
         self.address = address
         self._retries = retries
         self._metrics = metrics
-        self._call_timeout_s = call_timeout_s  # each call's cap within the caller's deadline
+        self._call_timeout_s = call_timeout_s  # each call's cap when the caller set no deadline
         # TLS credentials and the token (see imgsearch_search.outbound); None: plaintext.
         self._security = security or EmbedderChannelSecurity(credentials=None)
         options = [
@@ -248,7 +251,9 @@ class EmbedderClient:
             try:
                 return await stub_method(
                     request,
-                    timeout=deadline.timeout(self._call_timeout_s),
+                    timeout=deadline.timeout(
+                        None if deadline.from_caller else self._call_timeout_s
+                    ),
                     metadata=(*_metadata(), *self._security.metadata()),
                 )
             except grpc.aio.AioRpcError as error:

@@ -117,8 +117,9 @@ class SearchSettings(ServerSettings):
         30.0,
         gt=0,
         description=(
-            "Longest one Embed call may take (within the caller's deadline). A request"
-            " without a deadline gets embedder_timeout_s + milvus_timeout_s in all."
+            "Longest one Embed call may take when the caller set no deadline; such a"
+            " request gets embedder_timeout_s + milvus_timeout_s in all. A caller's"
+            " deadline, longer or shorter, governs instead."
         ),
     )
     embedder_retries: int = Field(
