@@ -17,6 +17,8 @@ packages=(
   sway-backgrounds
   lxqt-themes
   tuxpaint-stamps-default
+  tuxpaint-data
+  gcompris-qt-data
   dataset-fashion-mnist
 )
 
@@ -33,7 +35,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 
-echo "installing ${missing[*]} with apt-get (about 350 MB)"
+echo "installing ${missing[*]} with apt-get (about 400 MB)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,24 +1,22 @@
-"""The evaluation's photo sets, built deterministically from real photos that exist offline.
+"""The evaluation's photo sets, built deterministically from real pictures that exist offline.
 
-Sources are the pictures shipped by Debian photo packages (`PHOTO_PACKAGES`,
-found with `dpkg-query -L`, never by scanning folders) and `skimage.data`.
-There are about 110 distinct wallpapers (up to 5120x2880), about 180
-cut-out object photos (Tux Paint stamps) and 15 skimage photos, so:
+Sources (`sources.py`): Debian packages' wallpapers, GCompris' and Tux Paint's
+photographs, `skimage.data`'s photographs, and Tux Paint's cut-out stamps. A
+source is split by a hash of its name into a *training* part (fitting the
+whitening, and the backdrops of some edits) and an *evaluation* part, so
+nothing fitted ever sees an evaluated picture. Evaluation sources then play
+one role each:
 
-- *gallery* pictures (the ones queried) are whole photos, or for a large
-  wallpaper its top-left and bottom-right quarters: two different views,
-  each downscaled to at most 1024 px;
-- *distractors* are non-overlapping tiles (about 0.055 megapixels, varied
-  shapes) cut from the wallpaper's other two quarters: never a crop of a
-  gallery picture, so no query has a second right answer, but often of
-  the same scene and style, as in a real photo collection.
+- *gallery* candidates (the pictures queried): whole pictures, downscaled to
+  at most 1024 px;
+- *tiled* sources: half of the large wallpapers (by another hash), cut into
+  non-overlapping tiles of about 0.055 megapixels, which are *distractors*.
+  No tile is ever a crop of a gallery picture: they come from other sources.
 
-Nearly flat tiles (sky, solid colour) and near-copies of a kept picture
-(repeating patterns) are dropped. Sources are split by a hash of their name
-into a *training* part (for fitting whitening, and the backdrops of some
-edits) and an *evaluation* part, so nothing fitted ever saw an evaluated
-picture. The Debian packages `mate-backgrounds` and `libjxl-testdata` are
-reserved for independent checks and are never read (`RESERVED_PACKAGES`).
+Sources that are the same picture (another resolution or aspect ratio, a
+mirror image, another package's copy) and tiles that repeat one another are
+dropped by perceptual hash (`near_duplicates`), across every role; nearly
+flat tiles (sky, solid colour) are dropped too.
 """
 
 from __future__ import annotations
@@ -27,10 +25,7 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import shutil
-import subprocess
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,151 +33,75 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PHOTO_PACKAGES = (
-    "plasma-workspace-wallpapers",
-    "gnome-backgrounds",
-    "ukui-wallpapers",
-    "lomiri-wallpapers",
-    "lomiri-wallpapers-16.04",
-    "lomiri-wallpapers-20.04",
-    "sway-backgrounds",
-    "lxqt-themes",
-    "tuxpaint-stamps-default",
+from imgsearch.evaluation import sources as sources_module
+from imgsearch.evaluation.near_duplicates import MAX_DISTANCE, MIN_CORRELATION, NearDuplicateFilter
+from imgsearch.evaluation.sources import (
+    PHOTO_PACKAGES,
+    RESERVED_PACKAGES,
+    DataUnavailableError,
+    Source,
+    find_sources,
+    load_source,
+    shrink,
 )
-# Only these folders of a package hold photos (the rest: icons, themes, cartoons).
-PACKAGE_FOLDERS = {
-    "lxqt-themes": ("/usr/share/lxqt/wallpapers/",),
-    "tuxpaint-stamps-default": ("/usr/share/tuxpaint/stamps/",),
-}
-# Tux Paint stamps are cut-out photos of objects on a transparent background;
-# only those at least this large (longer side) and not drawings are used, as distractors.
-MIN_STAMP_SIDE = 180
-STAMP_EXCLUDED = ("cartoon", "/symbols/")
-RESERVED_PACKAGES = ("mate-backgrounds", "libjxl-testdata")
+
+__all__ = [
+    "PHOTO_PACKAGES",
+    "RESERVED_PACKAGES",
+    "DataUnavailableError",
+    "PhotoSets",
+    "Picture",
+    "build_pictures",
+    "cached_pictures",
+    "load_fashion",
+    "photo_sets",
+    "shrink",
+    "skimage_pictures",
+    "split_of",
+]
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-# skimage.data pictures that are photographs (shipped in the wheel).
-SKIMAGE_PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "camera",
-    "coins",
-    "moon",
-    "horse",
-    "clock",
-    "brick",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "motorcycle_left",
-)
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # Distractor tile shapes (width, height), about 0.055 megapixels each.
 TILE_SHAPES = ((288, 192), (256, 192), (192, 256), (240, 240), (320, 180), (288, 216))
-# Sources larger than this (long side) are shrunk first.
-MAX_SOURCE_SIDE = 5120
-# Sources at least this large (long side) give two gallery quarters and distractor tiles;
-# smaller ones are one gallery picture, whole.
+# Wallpapers at least this large (long side) may be tiled; smaller ones stay whole.
 MIN_SPLIT_SIDE = 1400
+# The share of large evaluation wallpapers that are tiled into distractors.
+TILED_FRACTION = 0.5
+# Most tiles kept of one source (evenly spread over it), so no scene dominates.
+MAX_TILES_PER_SOURCE = 120
 TRAIN_FRACTION = 0.18
 MIN_TILE_STD = 10.0
-DUPLICATE_DISTANCE = 6.0
 MAX_SIDE = 1024
-
-
-class DataUnavailableError(RuntimeError):
-    """The photo packages or the data set are not installed; the message says how to."""
 
 
 @dataclass(frozen=True)
 class Picture:
     """One item of the sets: a distinct picture and where it came from."""
 
-    name: str  # unique, e.g. "plasma-workspace-wallpapers/Autumn#q0"
+    name: str  # unique, e.g. "plasma-workspace-wallpapers/Autumn#whole"
     source: str  # the source picture it was cut from
     split: str  # "train" or "eval"
     jpeg: bytes  # the item as a quality-90 JPEG (what would be indexed)
-    role: str = "gallery"  # "gallery" (whole photo or quarter) or "distractor" (tile)
+    role: str = "gallery"  # "gallery" (a whole picture) or "distractor" (a tile)
+    kind: str = "photo"  # the source's kind: "wallpaper", "photo" or "cutout"
 
     def image(self) -> Image.Image:
         return Image.open(io.BytesIO(self.jpeg)).convert("RGB")
 
 
-@dataclass(frozen=True)
-class Source:
-    """A source picture file in an installed package."""
-
-    package: str
-    key: str  # one name for every resolution or variant of the same picture
-    path: Path
-
-
-def _package_files(package: str) -> list[Path]:
-    if shutil.which("dpkg-query") is None:
-        raise DataUnavailableError("dpkg-query not found: the evaluation needs Debian packages")
-    listed = subprocess.run(
-        ["dpkg-query", "-L", package], capture_output=True, text=True, check=False
-    )
-    if listed.returncode != 0:
-        raise DataUnavailableError(
-            f"the Debian package {package} is not installed: run `make eval-data`"
-            " (as root: scripts/ensure-eval-data.sh)"
-        )
-    folders = PACKAGE_FOLDERS.get(package, ("/",))
-    return [
-        Path(line)
-        for line in listed.stdout.splitlines()
-        if line.lower().endswith(_IMAGE_SUFFIXES)
-        and "screenshot" not in line.lower()
-        and line.startswith(folders)
-        and not (package == "tuxpaint-stamps-default" and any(x in line for x in STAMP_EXCLUDED))
-    ]
-
-
-def _picture_key(package: str, path: Path) -> str:
-    """One key per picture: resolutions (plasma, sway) and light/dark variants (gnome) merge."""
-    text = str(path)
-    if package == "tuxpaint-stamps-default":
-        return f"{package}/{path.parent.name}/{path.stem}"
-    if "/contents/" in text:
-        return f"{package}/{text.split('/contents/')[0].rsplit('/', 1)[-1]}"
-    stem = re.sub(r"_\d+x\d+(_Portrait)?$", "", path.stem)
-    stem = re.sub(r"-[dl]$", "", stem)
-    return f"{package}/{stem}"
-
-
-def find_sources(packages: Sequence[str] = PHOTO_PACKAGES) -> list[Source]:
-    """The largest file of every distinct picture in `packages`, sorted by key."""
-    reserved = set(packages) & set(RESERVED_PACKAGES)
-    if reserved:
-        raise ValueError(f"reserved packages must not be used: {sorted(reserved)}")
-    best: dict[str, tuple[int, Source]] = {}
-    for package in packages:
-        for path in _package_files(package):
-            if not path.is_file():
-                continue
-            with Image.open(path) as image:
-                area = image.width * image.height
-                if package == "tuxpaint-stamps-default" and max(image.size) < MIN_STAMP_SIDE:
-                    continue
-            key = _picture_key(package, path)
-            # Ties (light/dark variants of the same size): the first name wins.
-            if (
-                key not in best
-                or area > best[key][0]
-                or (area == best[key][0] and str(path) < str(best[key][1].path))
-            ):
-                best[key] = (area, Source(package, key, path))
-    return [best[key][1] for key in sorted(best)]
+def _fraction(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def split_of(key: str) -> str:
     """ "train" or "eval", by a hash of the source's key (stable across runs and machines)."""
-    fraction = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "train" if fraction < TRAIN_FRACTION else "eval"
+    return "train" if _fraction(key) < TRAIN_FRACTION else "eval"
+
+
+def is_tiled(source: Source) -> bool:
+    """Whether an evaluation source is cut into distractor tiles (else it is one gallery item)."""
+    large = source.kind == "wallpaper" and max(source.size) >= MIN_SPLIT_SIDE
+    return large and _fraction(f"tiles:{source.key}") < TILED_FRACTION
 
 
 def to_jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -191,24 +110,11 @@ def to_jpeg(image: Image.Image, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def shrink(image: Image.Image, max_side: int) -> Image.Image:
-    """`image` scaled down (never up) so its longer side is at most `max_side`."""
-    if max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def _signature(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("L").resize((16, 16), Image.Resampling.BOX), np.float32)
-
-
 def tiles(image: Image.Image, shape: tuple[int, int]) -> list[Image.Image]:
-    """Non-overlapping tiles of `shape`, a grid centred in `image` (the whole image if smaller)."""
+    """Non-overlapping tiles of `shape`, a grid centred in `image` (none if it is too small)."""
     width, height = shape
     if image.width < width * 1.5 or image.height < height * 1.5:
-        return [shrink(image, MAX_SIDE)]
+        return []
     columns, rows = image.width // width, image.height // height
     left0 = (image.width - columns * width) // 2
     top0 = (image.height - rows * height) // 2
@@ -220,96 +126,69 @@ def tiles(image: Image.Image, shape: tuple[int, int]) -> list[Image.Image]:
     ]  # fmt: skip
 
 
-def _distinct(candidates: Iterable[tuple[str, Image.Image]]) -> list[tuple[str, Image.Image]]:
-    """Drop nearly flat tiles and tiles that are near-copies of one kept before."""
-    kept: list[tuple[str, Image.Image]] = []
-    signatures: list[np.ndarray] = []
-    for name, tile in candidates:
-        signature = _signature(tile)
-        if float(np.asarray(tile.convert("L"), np.float32).std()) < MIN_TILE_STD:
-            continue
-        if any(float(np.abs(signature - s).mean()) < DUPLICATE_DISTANCE for s in signatures):
-            continue
-        kept.append((name, tile))
-        signatures.append(signature)
-    return kept
+def _spread(items: list[Image.Image], most: int) -> list[Image.Image]:
+    """At most `most` of `items`, evenly spaced (tiles of the whole picture, not its top rows)."""
+    if len(items) <= most:
+        return items
+    return [items[int(i * len(items) / most)] for i in range(most)]
 
 
-def _quarters(image: Image.Image) -> list[tuple[int, int, int, int]]:
-    half_w, half_h = image.width // 2, image.height // 2
-    return [
-        (0, 0, half_w, half_h),
-        (half_w, half_h, image.width, image.height),
-        (half_w, 0, image.width, half_h),
-        (0, half_h, half_w, image.height),
-    ]
-
-
-def _source_pictures(source: Source, max_tiles: int | None) -> list[tuple[str, str, Image.Image]]:
-    """(name, role, picture) of one source: gallery quarters (or the whole) and distractor tiles."""
-    with Image.open(source.path) as opened:
-        if opened.format == "JPEG":
-            opened.draft("RGB", (MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
-        if opened.mode in ("RGBA", "LA", "P"):  # cut-outs: onto white, as a product photo
-            rgba = opened.convert("RGBA")
-            opened = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-        image = shrink(opened.convert("RGB"), MAX_SOURCE_SIDE)
-    if max(image.size) < MIN_SPLIT_SIDE:
-        return [(f"{source.key}#whole", "gallery", shrink(image, MAX_SIDE))]
+def _source_tiles(source: Source, image: Image.Image) -> list[tuple[str, Image.Image]]:
     digest = int(hashlib.sha256(source.key.encode()).hexdigest()[:8], 16)
     shape = TILE_SHAPES[digest % len(TILE_SHAPES)]
-    boxes = _quarters(image)
-    out = [
-        (f"{source.key}#q{index}", "gallery", shrink(image.crop(box), MAX_SIDE))
-        for index, box in enumerate(boxes[:2])
-    ]
-    cut: list[Image.Image] = []
-    for box in boxes[2:]:
-        cut.extend(tiles(image.crop(box), shape))
-    if max_tiles is not None:
-        cut = cut[:max_tiles]
-    out.extend((f"{source.key}#t{index}", "distractor", tile) for index, tile in enumerate(cut))
-    return out
+    flat = [t for t in tiles(image, shape) if _detailed(t)]
+    return [(f"{source.key}#t{i}", t) for i, t in enumerate(_spread(flat, MAX_TILES_PER_SOURCE))]
+
+
+def _detailed(image: Image.Image) -> bool:
+    return float(np.asarray(image.convert("L"), np.float32).std()) >= MIN_TILE_STD
 
 
 def skimage_pictures() -> list[tuple[str, Image.Image]]:
     """The skimage.data photographs that ship with scikit-image (no download)."""
-    import skimage.data
+    return sources_module.skimage_pictures(MAX_SIDE)
 
-    pictures = []
-    for name in SKIMAGE_PHOTOS:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                array = getattr(skimage.data, name)()
-        except (AttributeError, ModuleNotFoundError, OSError, ValueError):
-            continue  # needs a download in this scikit-image version
-        if array.dtype != np.uint8:
-            low, high = float(array.min()), float(array.max())
-            array = ((array - low) / max(high - low, 1e-9) * 255).astype(np.uint8)
-        pictures.append(
-            (f"skimage/{name}", shrink(Image.fromarray(array).convert("RGB"), MAX_SIDE))
-        )
-    return pictures
+
+def _candidates(
+    packages: Sequence[str],
+) -> Iterable[tuple[str, str, str, str, str, Image.Image]]:
+    """(name, source key, split, role, kind, picture) of every source, whole pictures first.
+
+    Whole pictures come first (largest first), so the near-duplicate filter
+    keeps the best copy of a picture, and a tile never displaces one.
+    """
+    found = find_sources(packages)
+    found.sort(key=lambda s: (-s.size[0] * s.size[1], s.key))
+    tiled: list[Source] = []
+    for source in found:
+        split = split_of(source.key)
+        if split == "eval" and is_tiled(source):
+            tiled.append(source)
+            continue
+        whole = shrink(load_source(source), MAX_SIDE)
+        yield f"{source.key}#whole", source.key, split, "gallery", source.kind, whole
+        if split == "train" and max(source.size) >= MIN_SPLIT_SIDE:
+            tiled.append(source)  # training tiles: more views to fit on
+    for name, image in skimage_pictures():
+        yield name, name, split_of(name), "gallery", "photo", image
+    for source in tiled:
+        split = split_of(source.key)
+        for name, tile in _source_tiles(source, load_source(source)):
+            yield name, source.key, split, "distractor", source.kind, tile
 
 
 def build_pictures(
-    packages: Sequence[str] = PHOTO_PACKAGES, max_tiles_per_source: int | None = None
-) -> list[Picture]:
-    """Every distinct picture of the sources, in a stable order (see the module docstring)."""
-    candidates: list[tuple[str, str, str, str, Image.Image]] = []
-    for source in find_sources(packages):
-        split = split_of(source.key)
-        for name, role, picture in _source_pictures(source, max_tiles_per_source):
-            candidates.append((name, source.key, split, role, picture))
-    for name, image in skimage_pictures():
-        candidates.append((name, name, split_of(name), "gallery", image))
-    by_name = {name: (source, split, role) for name, source, split, role, _ in candidates}
+    packages: Sequence[str] = PHOTO_PACKAGES,
+) -> tuple[list[Picture], list[tuple[str, str]]]:
+    """Every distinct picture of the sources, in a stable order (see the module docstring),
+    and the near-duplicates dropped: (dropped picture, the kept one it repeats)."""
+    unique = NearDuplicateFilter()
     pictures = []
-    for name, picture in _distinct((name, picture) for name, _, _, _, picture in candidates):
-        source, split, role = by_name[name]
-        pictures.append(Picture(name, source, split, to_jpeg(picture), role))
-    return pictures
+    for name, source, split, role, kind, picture in _candidates(packages):
+        if unique.offer(name, picture):
+            pictures.append(Picture(name, source, split, to_jpeg(picture), role, kind))
+    pictures.sort(key=lambda p: p.name)
+    return pictures, unique.dropped
 
 
 @dataclass(frozen=True)
@@ -328,21 +207,36 @@ class PhotoSets:
 def photo_sets(
     pictures: Sequence[Picture], gallery_size: int, distractor_count: int, seed: int
 ) -> PhotoSets:
-    """Draw gallery and distractors from the evaluation pictures, deterministically."""
-    gallery = [p for p in pictures if p.split == "eval" and p.role == "gallery"]
-    distractors = [p for p in pictures if p.split == "eval" and p.role == "distractor"]
-    train = [p for p in pictures if p.split == "train"]
-    if len(gallery) < gallery_size or len(distractors) < distractor_count:
-        raise DataUnavailableError(
-            f"only {len(gallery)} gallery pictures and {len(distractors)} distractors for a"
-            f" gallery of {gallery_size} and {distractor_count} distractors"
-        )
+    """Draw gallery and distractors from the evaluation pictures, deterministically.
+
+    The gallery is drawn from the whole photographs and wallpapers first; cut-outs
+    fill it only when those are too few. Whole pictures not drawn join the tiles
+    as distractors.
+    """
     rng = np.random.default_rng(seed)
-    chosen_gallery = [gallery[i] for i in rng.permutation(len(gallery))[:gallery_size]]
-    chosen_distractors = [
-        distractors[i] for i in rng.permutation(len(distractors))[:distractor_count]
-    ]
-    return PhotoSets(chosen_gallery, chosen_distractors, train)
+    whole = [p for p in pictures if p.split == "eval" and p.role == "gallery"]
+    whole = [whole[i] for i in rng.permutation(len(whole))]
+    whole.sort(key=lambda p: p.kind == "cutout")  # stable: photos first, each part shuffled
+    tiles_ = [p for p in pictures if p.split == "eval" and p.role == "distractor"]
+    gallery, rest = whole[:gallery_size], whole[gallery_size:]
+    pool = rest + tiles_
+    if len(gallery) < gallery_size or len(pool) < distractor_count:
+        raise DataUnavailableError(
+            f"only {len(whole)} whole pictures and {len(tiles_)} tiles for a gallery of"
+            f" {gallery_size} and {distractor_count} distractors"
+        )
+    distractors = [pool[i] for i in rng.permutation(len(pool))[:distractor_count]]
+    train = [p for p in pictures if p.split == "train"]
+    return PhotoSets(gallery, distractors, train)
+
+
+def composition(pictures: Sequence[Picture]) -> dict[str, int]:
+    """How many pictures of each kind and package: {"photo/gcompris-qt-data": 212, ...}."""
+    counts: dict[str, int] = {}
+    for picture in pictures:
+        key = f"{picture.kind}/{picture.name.split('/', 1)[0]}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 # --- Fashion-MNIST
@@ -377,34 +271,32 @@ def png(array: np.ndarray) -> bytes:
 # --- cache
 
 # Bump when anything above changes which pictures are built, or how.
-PICTURES_VERSION = "3"
+PICTURES_VERSION = "4"
 
 
-def _cache_key(packages: Sequence[str], max_tiles_per_source: int | None) -> str:
+def _cache_key(packages: Sequence[str]) -> str:
     text = "|".join(
-        (PICTURES_VERSION, ",".join(packages), str(max_tiles_per_source), str(TILE_SHAPES),
-         str(MIN_TILE_STD), str(DUPLICATE_DISTANCE), str(TRAIN_FRACTION))
+        (PICTURES_VERSION, ",".join(packages), str(TILE_SHAPES), str(MIN_TILE_STD),
+         str(MAX_DISTANCE), str(MIN_CORRELATION), str(TRAIN_FRACTION), str(TILED_FRACTION),
+         str(MAX_TILES_PER_SOURCE))
     )  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_pictures(
-    cache_dir: Path,
-    packages: Sequence[str] = PHOTO_PACKAGES,
-    max_tiles_per_source: int | None = None,
-) -> list[Picture]:
-    """`build_pictures`, remembered under `cache_dir` (rebuilding takes about half a minute)."""
-    folder = cache_dir / f"pictures-{_cache_key(packages, max_tiles_per_source)}"
+def cached_pictures(cache_dir: Path, packages: Sequence[str] = PHOTO_PACKAGES) -> list[Picture]:
+    """`build_pictures`, remembered under `cache_dir` (rebuilding takes a few minutes)."""
+    folder = cache_dir / f"pictures-{_cache_key(packages)}"
     manifest = folder / "manifest.json"
     if manifest.is_file():
         entries = json.loads(manifest.read_text())
         return [
             Picture(
-                e["name"], e["source"], e["split"], (folder / e["file"]).read_bytes(), e["role"]
+                e["name"], e["source"], e["split"], (folder / e["file"]).read_bytes(), e["role"],
+                e["kind"],
             )
             for e in entries
-        ]
-    pictures = build_pictures(packages, max_tiles_per_source)
+        ]  # fmt: skip
+    pictures, dropped = build_pictures(packages)
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -418,10 +310,12 @@ def cached_pictures(
                 "source": picture.source,
                 "split": picture.split,
                 "role": picture.role,
+                "kind": picture.kind,
                 "file": file,
             }
         )
     (staging / "manifest.json").write_text(json.dumps(entries, indent=0))
+    (staging / "near-duplicates.json").write_text(json.dumps(dropped, indent=0))
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return pictures

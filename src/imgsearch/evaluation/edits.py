@@ -5,9 +5,10 @@ Each edit kind is a function `(image, rng, backdrops) -> (edited image, JPEG qua
 the same on every run and machine. `backdrops` are unrelated pictures (from
 the training sources, never indexed) for the edits that need one.
 
-Strengths follow the issue's wording. Crops keep a fraction of each side
-(centre crop 70%: 0.7 x 0.7 of the picture; corner crop 55%: 0.55 x 0.55 = 30%
-of the area, at a random corner).
+Strengths follow the issue's wording; "keeping X% of the picture" is X% of its
+area, with the picture's aspect ratio (centre crop 70%: sqrt(0.7) = 0.837 of
+each side; corner crop 55%: sqrt(0.55) = 0.742 of each side, at a random
+corner). docs/evaluation.md states every kind's exact definition.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ class EditKind:
     apply: Edit
 
 
-def _crop_fraction(image: Image.Image, keep: float, corner: tuple[float, float]) -> Image.Image:
-    """Keep `keep` of each side; `corner` (0..1, 0..1) places the window."""
+def _crop_area(image: Image.Image, area: float, corner: tuple[float, float]) -> Image.Image:
+    """Keep `area` of the picture's area (sqrt(area) of each side); `corner` (0..1, 0..1)
+    places the window."""
     width, height = image.size
+    keep = area**0.5
     w, h = max(1, round(width * keep)), max(1, round(height * keep))
     left, top = round((width - w) * corner[0]), round((height - h) * corner[1])
     return image.crop((left, top, left + w, top + h))
@@ -69,7 +72,7 @@ def _backdrop(backdrops: Sequence[Image.Image], rng: np.random.Generator) -> Ima
 def centre_crop_70(
     image: Image.Image, rng: Generator, backdrops: Backdrops
 ) -> tuple[Image.Image, int]:
-    return _crop_fraction(image, 0.7, (0.5, 0.5)), DEFAULT_QUALITY
+    return _crop_area(image, 0.7, (0.5, 0.5)), DEFAULT_QUALITY
 
 
 def jpeg_q20(image: Image.Image, rng: Generator, backdrops: Backdrops) -> tuple[Image.Image, int]:
@@ -108,7 +111,7 @@ def corner_crop_55(
     image: Image.Image, rng: Generator, backdrops: Backdrops
 ) -> tuple[Image.Image, int]:
     corner = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))[int(rng.integers(4))]
-    return _crop_fraction(image, 0.55, corner), DEFAULT_QUALITY
+    return _crop_area(image, 0.55, corner), DEFAULT_QUALITY
 
 
 def rotate_30(image: Image.Image, rng: Generator, backdrops: Backdrops) -> tuple[Image.Image, int]:
@@ -132,7 +135,7 @@ def banner_25(image: Image.Image, rng: Generator, backdrops: Backdrops) -> tuple
 def crop_rotate_jpeg10(
     image: Image.Image, rng: Generator, backdrops: Backdrops
 ) -> tuple[Image.Image, int]:
-    cropped = _crop_fraction(image, 0.8, (float(rng.random()), float(rng.random())))
+    cropped = _crop_area(image, 0.8, (float(rng.random()), float(rng.random())))
     angle = 15.0 if rng.random() < 0.5 else -15.0
     return cropped.rotate(angle, Image.Resampling.BICUBIC, expand=True), 10
 
@@ -213,29 +216,59 @@ def perspective(
 
 
 EASY = (
-    EditKind("centre_crop_70", "easy", "centre crop keeping 70% of each side", centre_crop_70),
-    EditKind("jpeg_q20", "easy", "JPEG quality 20", jpeg_q20),
-    EditKind("rotate_10", "easy", "rotated 10 degrees (canvas grows, black corners)", rotate_10),
+    EditKind(
+        "centre_crop_70",
+        "easy",
+        "centre crop keeping 70% of the area (0.837 of each side)",
+        centre_crop_70,
+    ),
+    EditKind("jpeg_q20", "easy", "re-encoded as JPEG quality 20", jpeg_q20),
+    EditKind(
+        "rotate_10",
+        "easy",
+        "rotated 10 degrees either way, bicubic; the canvas grows (black corners)",
+        rotate_10,
+    ),
     EditKind("mirror", "easy", "mirrored left to right", mirror),
-    EditKind("resize_20", "easy", "resized to 20% of each side (>= 64 px)", resize_20),
-    EditKind("grayscale", "easy", "grayscale", grayscale),
-    EditKind("brighten_40", "easy", "brightness +40%", brighten_40),
+    EditKind(
+        "resize_20",
+        "easy",
+        "resized to 20% of each side, bicubic (never below 64 px on the longer side)",
+        resize_20,
+    ),
+    EditKind("grayscale", "easy", "grayscale (ITU-R 601 luma), saved as RGB", grayscale),
+    EditKind("brighten_40", "easy", "brightness x1.4 (PIL ImageEnhance)", brighten_40),
 )
 HARD = (
-    EditKind("corner_crop_55", "hard", "corner crop keeping 55% of each side", corner_crop_55),
-    EditKind("rotate_30", "hard", "rotated 30 degrees (canvas grows, black corners)", rotate_30),
-    EditKind("banner_25", "hard", "an unrelated captioned banner over 25% of it", banner_25),
-    EditKind(
-        "crop_rotate_jpeg10", "hard", "crop 80%, rotate 15 degrees, JPEG q10", crop_rotate_jpeg10
-    ),
-    EditKind("blur_darken", "hard", "Gaussian blur, then half the brightness", blur_darken),
-    EditKind("thumbnail_48", "hard", "a 48-pixel thumbnail", thumbnail_48),
-    EditKind("sepia_mirror", "hard", "sepia toned and mirrored", sepia_mirror),
-    EditKind("letterbox", "hard", "letterboxed / pillarboxed with black bars", letterbox),
-    EditKind("pasted_small", "hard", "pasted at 40% width into an unrelated picture", pasted_small),
-    EditKind("text_overlay", "hard", "three lines of large caption text over it", text_overlay),
-    EditKind("perspective", "hard", "perspective skew (one side 25% shorter)", perspective),
-)
+    EditKind("corner_crop_55", "hard",
+             "crop keeping 55% of the area (0.742 of each side) at a random corner",
+             corner_crop_55),
+    EditKind("rotate_30", "hard",
+             "rotated 30 degrees either way, bicubic; the canvas grows (black corners)",
+             rotate_30),
+    EditKind("banner_25", "hard",
+             "a strip of an unrelated picture with a caption over the top or bottom 25% of the"
+             " height (25% of the area)", banner_25),
+    EditKind("crop_rotate_jpeg10", "hard",
+             "crop keeping 80% of the area at a random place, rotated 15 degrees either way"
+             " (canvas grows), JPEG quality 10", crop_rotate_jpeg10),
+    EditKind("blur_darken", "hard",
+             "Gaussian blur (radius: longer side / 200, at least 1 px), then brightness x0.5",
+             blur_darken),
+    EditKind("thumbnail_48", "hard", "a thumbnail: longer side 48 px (Lanczos)", thumbnail_48),
+    EditKind("sepia_mirror", "hard", "mirrored, sepia toned, JPEG quality 85", sepia_mirror),
+    EditKind("letterbox", "hard",
+             "black bars: a landscape picture letterboxed into 4:5, a portrait one"
+             " pillarboxed into 16:9", letterbox),
+    EditKind("pasted_small", "hard",
+             "scaled to 40% of the width of an unrelated 1024x640 picture and pasted into it at"
+             " a random place (a screenshot)", pasted_small),
+    EditKind("text_overlay", "hard",
+             "three lines of white, black-outlined caption text, each 1/8 of the height tall,"
+             " across the picture", text_overlay),
+    EditKind("perspective", "hard",
+             "perspective (keystone) skew: the left or right side shrunk by 25%", perspective),
+)  # fmt: skip
 ALL_KINDS = EASY + HARD
 KINDS_BY_NAME = {kind.name: kind for kind in ALL_KINDS}
 

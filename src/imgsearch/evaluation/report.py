@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from imgsearch.evaluation.runner import Report
+from imgsearch.evaluation.records import Report
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -162,12 +162,9 @@ def _speed_lines(report: Report) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report, plots: dict[str, str]) -> str:
-    """docs/evaluation.md."""
-    line = headline(report)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    baseline = _baseline_label(report)
-    parts = [
+def _intro(report: Report) -> list[str]:
+    sets = report.sets
+    return [
         "# Retrieval quality",
         "",
         "Written by `imgsearch eval` (`make eval`); do not edit by hand. The descriptor was",
@@ -175,58 +172,93 @@ def render_markdown(report: Report, plots: dict[str, str]) -> str:
         "",
         "## What is measured",
         "",
-        f"- **Near-duplicates.** {report.sets['gallery']} gallery pictures and"
-        f" {report.sets['distractors']} distractors (real photos from Debian photo packages and"
-        " `skimage.data`, see `imgsearch.evaluation.datasets`) are inserted through Search; each"
-        f" gallery picture is queried in every edit kind below ({report.sets['queries']} queries)."
-        " A query's answer is its original. *End to end*: the query image goes to"
-        " Search.Search (the Embedder embeds it, the Milvus index finds the top 100; cache off)."
-        " *Exact*: the same descriptor, brute-force cosine search in numpy.",
+        f"- **Near-duplicates.** {sets['gallery']} gallery pictures and {sets['distractors']}"
+        " distractors (see *The sets* below) are inserted through Search; each gallery picture"
+        f" is queried in every edit kind below ({sets['queries']} queries). A query's answer is"
+        " its original. *End to end*: the query image goes to Search.Search (the Embedder"
+        " embeds it, the Milvus index finds the top 100; cache off). *Exact*: the same"
+        " descriptor, brute-force cosine search in numpy.",
         "- **Classes.** Fashion-MNIST: a gallery of"
-        f" {report.sets['fashion_gallery']} training images, {report.sets['fashion_queries']}"
+        f" {sets['fashion_gallery']} training images, {sets['fashion_queries']}"
         " test queries, exact search; relevant = same class.",
         "- recall@k: the original is among the first k hits. mAP: mean of 1/rank of the"
         " original (0 past rank 100). mAP@100 (classes): AP over the first 100 hits,"
         " normalised by the relevant hits among them; the strict variant divides by min(R, 100).",
         f"- Seed {report.config['seed']}; sets are rebuilt identically from it.",
         "",
+    ]
+
+
+def _sets_section(report: Report) -> list[str]:
+    composition = report.sets.get("composition") or {}
+    if not composition:
+        return []
+    lines = [
+        "## The sets",
+        "",
+        "Built by `imgsearch.evaluation.datasets` from Debian packages and `skimage.data`."
+        " Gallery pictures are whole pictures (at most 1024 px); distractors are whole"
+        " pictures not drawn into the gallery and tiles (about 0.055 megapixels) of wallpapers"
+        " that are never gallery pictures, so no distractor is a crop of a gallery picture."
+        " Copies of one picture (other resolutions, aspect ratios, mirror images, packages)"
+        " are dropped by perceptual hash and thumbnail correlation"
+        " (`imgsearch.evaluation.near_duplicates`). Sources whose name hashes into the"
+        " training split (whitening, edit backdrops) are never evaluated.",
+        "",
+        "| kind / package | gallery | distractors |",
+        "|---|---:|---:|",
+    ]
+    gallery, distractors = composition.get("gallery", {}), composition.get("distractors", {})
+    for key in sorted(set(gallery) | set(distractors)):
+        lines.append(f"| {key} | {gallery.get(key, 0)} | {distractors.get(key, 0)} |")
+    lines.append(f"| **all** | {sum(gallery.values())} | {sum(distractors.values())} |")
+    return [*lines, ""]
+
+
+def _headline_section(report: Report) -> list[str]:
+    parts = [
         "## Headline",
         "",
         f"Default descriptor: `{report.model['model']}`, {report.model['dimension']}-d,"
         f" fingerprint `{report.model['fingerprint'][:16]}…`.",
     ]
-    if baseline and report.baseline_model:
+    if _baseline_label(report) and report.baseline_model:
         parts.append(f"Previous default (baseline, same run): `{report.baseline_model['model']}`.")
-    parts += ["", "```json", json.dumps(line, indent=1), "```", ""]
-    parts += ["## Recall per edit kind", "", *_kind_table(report), ""]
-    if "kinds" in plots:
-        parts += [f"![recall@1 per edit kind]({plots['kinds']})", ""]
-    if report.fashion:
-        parts += ["## Fashion-MNIST class retrieval", "", *_fashion_table(report), ""]
-    if report.dimension_curve:
+    return [*parts, "", "```json", json.dumps(headline(report), indent=1), "```", ""]
+
+
+def _dimension_section(report: Report, plots: dict[str, str]) -> list[str]:
+    if not report.dimension_curve:
+        return []
+    parts = [
+        "## Recall against descriptor dimension",
+        "",
+        "Exact search. The whitening's components are ordered, so the first d components"
+        " of a served vector, re-normalised, are the d-dimensional descriptor; the"
+        " unprojected descriptor (1280-d) is measured when `--dimension-curve` runs an"
+        " Embedder without the projection, and in"
+        " [descriptor-search.md](descriptor-search.md).",
+        "",
+        *_dimension_table(report),
+        "",
+    ]
+    if "dimension" in plots:
+        parts += [f"![recall against dimension]({plots['dimension']})", ""]
+    if report.consistency:
         parts += [
-            "## Recall against descriptor dimension",
-            "",
-            "Exact search. The whitening's components are ordered, so the first d components"
-            " of a served vector, re-normalised, are the d-dimensional descriptor; the"
-            " unprojected descriptor (1280-d) is measured when `--dimension-curve` runs an"
-            " Embedder without the projection, and in"
-            " [descriptor-search.md](descriptor-search.md).",
-            "",
-            *_dimension_table(report),
+            "The offline projection equals what the live Embedder serves: largest"
+            f" difference {report.consistency['max_abs_difference']:.2e} over"
+            f" {int(report.consistency['images'])} images.",
             "",
         ]
-        if "dimension" in plots:
-            parts += [f"![recall against dimension]({plots['dimension']})", ""]
-        if report.consistency:
-            parts += [
-                "The offline projection equals what the live Embedder serves: largest"
-                f" difference {report.consistency['max_abs_difference']:.2e} over"
-                f" {int(report.consistency['images'])} images.",
-                "",
-            ]
-    parts += ["## Speed beside quality", ""]
-    parts += [
+    return parts
+
+
+def _speed_section(report: Report, plots: dict[str, str]) -> list[str]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    parts = [
+        "## Speed beside quality",
+        "",
         f"Measured under load (load average {load[0]:.1f} on {os.cpu_count()} cores during"
         " the write-up): compare figures within this run only.",
         "",
@@ -235,16 +267,55 @@ def render_markdown(report: Report, plots: dict[str, str]) -> str:
     ]
     if "speed" in plots:
         parts += [f"![latency beside quality]({plots['speed']})", ""]
+    return parts
+
+
+def _audit_section(report: Report) -> list[str]:
+    parts: list[str] = []
+    if report.closest_pairs:
+        parts += [
+            "## Closest pairs (an audit of the sets)",
+            "",
+            "The most similar pairs of a gallery picture and another indexed picture, by the"
+            " default descriptor (exact cosine): were one a copy or crop of the other, a query"
+            " would have two right answers.",
+            "",
+            "| gallery picture | other picture | its role | cosine |",
+            "|---|---|---|---:|",
+            *(
+                f"| {p['gallery']} | {p['other']} | {p['role']} | {p['cosine']:.3f} |"
+                for p in report.closest_pairs
+            ),
+            "",
+        ]
     misses = report.misses[:30]
     if misses:
         parts += [
             f"## Misses end to end (first {len(misses)} of {len(report.misses)})",
             "",
-            "| kind | picture | rank of the original |",
-            "|---|---|---:|",
+            "| kind | picture | rank of the original | first hit |",
+            "|---|---|---:|---|",
+            *(
+                f"| {m['kind']} | {m['picture']} | {m['rank'] or '>100'} |"
+                f" {(m.get('top') or ['-'])[0]} |"
+                for m in misses
+            ),
+            "",
         ]
-        parts += [f"| {m['kind']} | {m['picture']} | {m['rank'] or '>100'} |" for m in misses]
-        parts.append("")
+    return parts
+
+
+def render_markdown(report: Report, plots: dict[str, str]) -> str:
+    """docs/evaluation.md."""
+    parts = [*_intro(report), *_sets_section(report), *_headline_section(report)]
+    parts += ["## Recall per edit kind", "", *_kind_table(report), ""]
+    if "kinds" in plots:
+        parts += [f"![recall@1 per edit kind]({plots['kinds']})", ""]
+    if report.fashion:
+        parts += ["## Fashion-MNIST class retrieval", "", *_fashion_table(report), ""]
+    parts += _dimension_section(report, plots)
+    parts += _speed_section(report, plots)
+    parts += _audit_section(report)
     parts += [
         "## Run",
         "",

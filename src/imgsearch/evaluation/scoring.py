@@ -1,0 +1,192 @@
+"""Scores over vectors: recall and mAP per edit kind, Fashion-MNIST class retrieval, the
+dimension curve, and the audit of the closest indexed pairs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from imgsearch.evaluation import edits
+from imgsearch.evaluation.config import RECALL_KS, SEARCH_TOP_K
+from imgsearch.evaluation.metrics import (
+    class_retrieval,
+    exact_top_k,
+    mean_reciprocal_rank,
+    rank_of,
+    recall_at_k,
+)
+from imgsearch.evaluation.records import EvalData, Query, Vectors
+
+Projection = tuple[np.ndarray, np.ndarray]  # (mean (D,), matrix (D, d))
+
+
+def scores(ranks: Sequence[int | None]) -> dict[str, float]:
+    """recall@k, mAP and the query count of a list of ranks."""
+    result = {f"recall@{k}": recall_at_k(ranks, k) for k in RECALL_KS}
+    result["map"] = mean_reciprocal_rank(ranks)
+    result["queries"] = float(len(ranks))
+    return result
+
+
+def per_kind(ranks: Sequence[int | None], queries: Sequence[Query]) -> dict[str, dict[str, float]]:
+    """Scores per edit kind, the means of the easy and hard kinds, and over every query."""
+    by_kind: dict[str, list[int | None]] = {}
+    for rank, query in zip(ranks, queries, strict=True):
+        by_kind.setdefault(query.kind, []).append(rank)
+    table = {kind: scores(values) for kind, values in by_kind.items()}
+    for group, kinds in (("easy", edits.EASY), ("hard", edits.HARD)):
+        names = [k.name for k in kinds if k.name in by_kind]
+        if names:
+            table[group] = {
+                metric: float(np.mean([table[name][metric] for name in names]))
+                for metric in table[names[0]]
+            }
+    table["all"] = scores(list(ranks))
+    return table
+
+
+def exact_ranks(
+    indexed: np.ndarray, queries: np.ndarray, answers: Sequence[int]
+) -> list[int | None]:
+    """Rank of each query's answer by brute-force cosine search (None past SEARCH_TOP_K)."""
+    top = exact_top_k(queries, indexed, SEARCH_TOP_K)
+    return [rank_of(row, answer) for row, answer in zip(top, answers, strict=True)]
+
+
+def exact_table(vectors: Vectors, data: EvalData) -> dict[str, dict[str, float]]:
+    answers = [q.answer for q in data.queries]
+    return per_kind(exact_ranks(vectors.indexed, vectors.queries, answers), data.queries)
+
+
+def project(vectors: np.ndarray, mean: np.ndarray, matrix: np.ndarray, dim: int) -> np.ndarray:
+    """The shipped projection applied offline: L2((x - mean) @ matrix[:, :dim])."""
+    projected = (vectors - mean) @ matrix[:, :dim]
+    return projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), 1e-12)
+
+
+def fashion_scores(vectors: Vectors, data: EvalData) -> dict[str, float]:
+    """mAP@100 and precision@10 of Fashion-MNIST class retrieval (exact search)."""
+    if vectors.fashion_gallery is None or vectors.fashion_queries is None:
+        raise ValueError("no Fashion-MNIST vectors")
+    if data.fashion_gallery_labels is None or data.fashion_query_labels is None:
+        raise ValueError("no Fashion-MNIST labels")
+    hits = exact_top_k(vectors.fashion_queries, vectors.fashion_gallery, 100)
+    return class_retrieval(hits, data.fashion_query_labels, data.fashion_gallery_labels, 100, 10)
+
+
+def raw_pixel_vectors(images: np.ndarray) -> np.ndarray:
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+
+def raw_pixel_scores(data: EvalData) -> dict[str, float]:
+    """The raw-pixel baseline of Fashion-MNIST class retrieval."""
+    assert data.fashion_gallery is not None
+    assert data.fashion_queries is not None
+    pixels = Vectors(
+        np.zeros((0, 1)),
+        np.zeros((0, 1)),
+        raw_pixel_vectors(data.fashion_gallery),
+        raw_pixel_vectors(data.fashion_queries),
+    )
+    return fashion_scores(pixels, data)
+
+
+def projected(raw: Vectors, projection: Projection | None, dim: int) -> Vectors:
+    """`raw` through the projection's first `dim` columns (unchanged without one)."""
+    if projection is None or dim == raw.indexed.shape[1]:
+        return raw
+    mean, matrix = projection
+    return Vectors(
+        *(
+            project(v, mean, matrix, dim) if v is not None else None
+            for v in (raw.indexed, raw.queries, raw.fashion_gallery, raw.fashion_queries)
+        )
+    )
+
+
+def truncated(served: Vectors, dim: int) -> Vectors:
+    """The first `dim` components of every vector, re-normalised."""
+
+    def cut(v: np.ndarray | None) -> np.ndarray | None:
+        if v is None:
+            return None
+        head = v[:, :dim]
+        return head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
+
+    return Vectors(
+        *(cut(v) for v in (served.indexed, served.queries, served.fashion_gallery,
+                           served.fashion_queries))
+    )  # fmt: skip
+
+
+def curve_point(vectors: Vectors, data: EvalData, dim: int, projected_: bool) -> dict[str, float]:
+    """One point of the recall-against-dimension curve (exact search)."""
+    table = exact_table(vectors, data)
+    point = {
+        "dimension": float(dim),
+        "projected": float(projected_),
+        "easy_recall@1": table.get("easy", {}).get("recall@1", float("nan")),
+        "hard_recall@1": table.get("hard", {}).get("recall@1", float("nan")),
+        "all_recall@1": table["all"]["recall@1"],
+    }
+    if vectors.fashion_gallery is not None:
+        point["fashion_map@100"] = fashion_scores(vectors, data)["map@100"]
+    return point
+
+
+def dimension_curve(
+    data: EvalData, raw: Vectors, projection: Projection | None
+) -> list[dict[str, float]]:
+    """Exact search without the projection and with it truncated to each dimension."""
+    trunk_dim = raw.indexed.shape[1]
+    dims = [trunk_dim]
+    if projection is not None:
+        dims += [d for d in (1024, 512, 256, 128, 64) if d <= projection[1].shape[1]]
+    return [
+        curve_point(projected(raw, projection, dim), data, dim, dim != trunk_dim) for dim in dims
+    ]
+
+
+def truncation_curve(
+    model: dict[str, Any], data: EvalData, served: Vectors
+) -> list[dict[str, float]]:
+    """Exact search at the served dimension and, for a whitened descriptor, at its halvings.
+
+    The projection's components are ordered, so the first d components of a
+    served vector, re-normalised, are exactly the d-dimensional descriptor.
+    """
+    served_dim = served.indexed.shape[1]
+    whitened = bool(json.loads(model["descriptor"]).get("projection_sha256"))
+    dims = [served_dim]
+    while whitened and dims[-1] // 2 >= 64:
+        dims.append(dims[-1] // 2)
+    return [curve_point(truncated(served, dim), data, dim, whitened) for dim in dims]
+
+
+def closest_pairs(vectors: Vectors, data: EvalData, count: int = 20) -> list[dict[str, Any]]:
+    """The `count` most similar (gallery picture, other indexed picture) pairs.
+
+    An audit of the sets: a pair that is one picture (a copy, a crop) would
+    give a query two right answers. docs/evaluation.md lists them.
+    """
+    gallery = vectors.indexed[: data.gallery_size]
+    similarity = gallery @ vectors.indexed.T
+    np.fill_diagonal(similarity[:, : data.gallery_size], -2.0)
+    similarity[:, : data.gallery_size] = np.where(
+        np.tri(data.gallery_size, dtype=bool).T, -2.0, similarity[:, : data.gallery_size]
+    )  # each gallery pair once
+    flat = np.argsort(-similarity, axis=None)[:count]
+    rows, columns = np.unravel_index(flat, similarity.shape)
+    return [
+        {
+            "gallery": data.indexed[int(r)].name,
+            "other": data.indexed[int(c)].name,
+            "role": "gallery" if c < data.gallery_size else "distractor",
+            "cosine": float(similarity[r, c]),
+        }
+        for r, c in zip(rows, columns, strict=True)
+    ]
