@@ -126,3 +126,18 @@ def test_a_projection_fitted_for_other_settings_is_refused(
         _model(projection="none", dimension=128)
     with pytest.raises(ModelLoadError, match="cannot read projection"):
         _model(projection=str(tmp_path / "missing.npz"))
+
+
+def test_the_fingerprint_changes_with_the_thumbnail_view(plain: EmbeddingModel) -> None:
+    one_scale = _model(projection="none", thumbnail_side=0)
+    assert "thumbnail" not in one_scale.descriptor  # one-scale fingerprints stay as they were
+    variants = [
+        _model(projection="none", thumbnail_side=48),
+        _model(projection="none", thumbnail_side=64),
+        _model(projection="none", thumbnail_side=48, thumbnail_weight=1.0),
+        _model(projection="none", thumbnail_side=48, thumbnail_input_size=128),
+    ]
+    prints = {one_scale.fingerprint, *(model.fingerprint for model in variants)}
+    assert len(prints) == 5
+    assert "-ms48" in variants[0].name
+    assert "-ms" not in one_scale.name

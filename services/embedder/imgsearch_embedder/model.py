@@ -405,17 +405,35 @@ def describe_descriptor(
         "trunk_dimension": spec.dimension,
         "projection_sha256": projection.sha256 if projection is not None else None,
         "dimension": dimension,
+        # Only when on, so one-scale descriptors keep the fingerprints they had.
+        **({"thumbnail": thumbnail_view(settings)} if settings.thumbnail_side else {}),
+    }
+
+
+def thumbnail_view(settings: EmbedderSettings) -> dict[str, object]:
+    """How the thumbnail view of a multi-scale descriptor is made and weighted."""
+    return {
+        "side": settings.thumbnail_side,
+        "input_size": settings.thumbnail_input_size,
+        "weight": settings.thumbnail_weight,
+        "resample": "area,bilinear",
     }
 
 
 def _display_name(
     spec: ModelSpec, settings: EmbedderSettings, projection: Projection | None, dimension: int
 ) -> str:
-    """A readable model name, e.g. "efficientnet_lite0-gem-lw256" (the fingerprint identifies)."""
+    """A readable model name, e.g. "efficientnet_lite0-gem-ms48-lw256" (the fingerprint identifies).
+
+    `ms48`: multi-scale, with a 48-px thumbnail view.
+    """
+    name = spec.name
+    if settings.thumbnail_side:
+        name += f"-ms{settings.thumbnail_side}"
     if projection is None:
-        return spec.name
+        return name
     method = str(projection.meta.get("method", "proj"))
-    return f"{spec.name}-{method}{dimension}"
+    return f"{name}-{method}{dimension}"
 
 
 def gem_pool(features: torch.Tensor, p: float, eps: float = 1e-6) -> torch.Tensor:
@@ -450,8 +468,15 @@ class EmbeddingModel:
         self._classifier_model = classifier_model
         if settings.compile:
             self.trunk = torch.compile(self.trunk, mode="max-autotune-no-cudagraphs", dynamic=True)
-        elif self.device.type == "cpu" and settings.cpu_freeze:
-            self.trunk = _freeze_for_cpu(self.trunk, self.spec.input_size)
+        self.thumbnail_side = settings.thumbnail_side
+        self.thumbnail_input_size = settings.thumbnail_input_size
+        self.thumbnail_weight = settings.thumbnail_weight
+        self.thumbnail_trunk = self.trunk  # eager and compiled modules take any input size
+        if not settings.compile and self.device.type == "cpu" and settings.cpu_freeze:
+            frozen = _freeze_for_cpu(self.trunk, self.spec.input_size)
+            if self.thumbnail_side:
+                self.thumbnail_trunk = _freeze_for_cpu(self.trunk, self.thumbnail_input_size)
+            self.trunk = frozen
         shape = (1, 3, 1, 1)
         self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).reshape(shape).to(self.device)
         self._shift = (-torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).reshape(shape)
@@ -514,9 +539,28 @@ class EmbeddingModel:
         One result row per input image, in order.
         """
         with torch.inference_mode(), self._autocast():
-            features = self.trunk(self._to_input(images))
+            batch = self._to_input(images)
+            features = self.trunk(batch)
+            small = self._thumbnail_features(batch) if self.thumbnail_side else None
         with torch.inference_mode():
-            return self.describe(features.float()).cpu().numpy()
+            vectors = self.describe(features.float())
+            if small is not None:
+                small_vectors = self.describe(small.float())
+                vectors = F.normalize(vectors + self.thumbnail_weight * small_vectors, dim=1)
+            return vectors.cpu().numpy()
+
+    def _thumbnail_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """Feature maps of the thumbnail view of a normalised input batch.
+
+        The input is shrunk to thumbnail_side pixels a side (area averaging, as
+        a thumbnail is made) and enlarged to thumbnail_input_size (bilinear):
+        whatever the resolution of the picture, this view looks alike, so a
+        48-px thumbnail and its full-size original agree on it.
+        """
+        side, size = self.thumbnail_side, self.thumbnail_input_size
+        small = F.interpolate(batch, size=(side, side), mode="area")
+        small = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+        return self.thumbnail_trunk(small)
 
     def describe(self, features: torch.Tensor) -> torch.Tensor:
         """Feature maps (N, C, h, w) or pooled features (N, C) -> unit descriptors (N, dimension).

@@ -98,6 +98,22 @@ class EmbedderSettings(ServerSettings):
             " a projection."
         ),
     )
+    thumbnail_side: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description=(
+            "Multi-scale descriptor: also describe the model input shrunk to this many pixels a"
+            " side (what a thumbnail keeps) and enlarged to thumbnail_input_size, and add that"
+            " view's descriptor, times thumbnail_weight, to the picture's own. 0: one scale."
+        ),
+    )
+    thumbnail_input_size: int = Field(
+        112, ge=32, le=1024, description="Side of the model input of the thumbnail view."
+    )
+    thumbnail_weight: float = Field(
+        0.5, gt=0, le=4, description="Weight of the thumbnail view's descriptor in the sum."
+    )
     embedding_dimension: int | None = Field(
         None,
         description="Expected descriptor length for model=torchscript (checked at start-up).",

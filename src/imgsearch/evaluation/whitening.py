@@ -85,7 +85,9 @@ def fit(
     from imgsearch_embedder.settings import EmbedderSettings
 
     started = time.perf_counter()
-    settings = EmbedderSettings(projection="none", dimension=None, torch_threads=threads)
+    settings = EmbedderSettings(
+        projection="none", dimension=None, thumbnail_side=0, torch_threads=threads
+    )
     pictures = [p for p in datasets.cached_pictures(data_dir) if p.split == "train"]
     images = [p.image() for p in pictures]
     rng = np.random.default_rng(seed)
