@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 SOAK_SECONDS ?= 600
 FUZZ_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web bench-thumbnails soak images up clean eval eval-data whitening descriptor-search
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web bench-thumbnails soak images up clean eval eval-data whitening descriptor-search region-search
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -102,6 +102,10 @@ whitening: setup eval-data ## Refit the Embedder's shipped whitening projection 
 
 descriptor-search: setup eval-data ## Compare descriptor variants offline (pooling, whitening, dimension)
 	$(PY) bench/descriptor_search.py
+
+region-search: setup eval-data ## Compare query-region and multi-scale variants offline on the eval's sets
+	$(PY) bench/region_search.py
+	$(PY) bench/region_search.py --low 48/112,64/128 --fashion 2000
 
 images: ## Build the container images (needs a Docker engine)
 	@scripts/build-images.sh

@@ -307,7 +307,11 @@ def write_markdown(results: dict[str, dict], args: argparse.Namespace, path: Pat
             f" {scores['worst_kind']} {scores['worst']:.2f} | {scores['fashion_map100']:.3f} |"
             f" {per_kind} |"
         )
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Sections written by bench/region_search.py follow the table: keep them.
+    previous = path.read_text(encoding="utf-8") if path.is_file() else ""
+    mark = "<!-- region-search:"
+    kept = previous[previous.find(mark) :] if mark in previous else ""
+    path.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":
