@@ -275,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_markdown(results: dict[str, dict], args: argparse.Namespace, path: Path) -> None:
     """docs/descriptor-search.md: every variant, best hard-edit recall first."""
+    from imgsearch.evaluation.datasets import PICTURES_VERSION
     from imgsearch.evaluation.edits import ALL_KINDS
 
     rows = sorted(results.items(), key=lambda item: -item[1]["hard"])
@@ -285,7 +286,8 @@ def write_markdown(results: dict[str, dict], args: argparse.Namespace, path: Pat
         "the Embedder's default descriptor, which [evaluation.md](evaluation.md) then measures",
         "end to end on the full sets.",
         "",
-        f"Exploration set (seed {args.seed}): the first {args.query_pictures} gallery pictures"
+        f"Exploration set (seed {args.seed}, pictures version {PICTURES_VERSION}): the first"
+        f" {args.query_pictures} gallery pictures"
         f" in every edit kind against the gallery and {args.distractors} distractors; Fashion-MNIST"
         f" {args.fashion} gallery images and {args.fashion // 10} queries; whitening fitted on"
         f" the training pictures (disjoint sources) and {args.train_edits} random edits of each."
