@@ -85,7 +85,11 @@ def _default_vectors(
     once by it and projected offline (also giving the dimension curve); a
     sample embedded by the live default Embedder checks that both agree.
     """
-    if services.raw_embedder is None or not config.dimension_curve:
+    multiscale = bool(json.loads(report.model["descriptor"]).get("thumbnail"))
+    if services.raw_embedder is None or not config.dimension_curve or multiscale:
+        if multiscale and config.dimension_curve:
+            # Its two views are projected apart: no single unprojected vector to project.
+            say("dimension curve: the multi-scale descriptor is truncated, not re-projected")
         return embed_sets(probe, data, config, say, report.model["model"])
     raw_probe = EmbedderProbe(services.raw_embedder)
     probes["raw"] = raw_probe
