@@ -104,7 +104,8 @@ class EmbedderSettings(ServerSettings):
         le=256,
         description=(
             "Multi-scale descriptor: also describe the model input shrunk to this many pixels a"
-            " side (what a thumbnail keeps) and enlarged to thumbnail_input_size, and add that"
+            " side (what a thumbnail keeps; a view for the vector, not Search's stored preview)"
+            " and enlarged to thumbnail_input_size, and add that"
             " view's descriptor, times thumbnail_weight, to the picture's own. 0: one scale."
             " 48 (with 112 and 0.5) measured best: docs/descriptor-search.md."
         ),
