@@ -50,6 +50,9 @@ from imgsearch_search.validation import MAX_IDS_PER_REQUEST, parse_filter
 
 _EXACT_BLOCK = 512  # rows of one block of similarities (512 x n float32)
 DEFAULT_THRESHOLD = 0.95
+# The inner product of two equal unit float32 vectors can come out a few 1e-8 under 1.0:
+# a threshold is met within this much, so threshold 1 still finds identical embeddings.
+ROUNDING = 1e-6
 DEFAULT_MAX_NEIGHBORS = 16
 MAX_NEIGHBORS = 256
 
@@ -110,12 +113,12 @@ def pairs_above(matrix: np.ndarray, start: int, threshold: float) -> list[tuple[
     """
     block = matrix[start : start + _EXACT_BLOCK]
     similarities = block @ matrix[start:].T  # column c is row start + c
-    rows, columns = np.nonzero(similarities >= threshold)
+    rows, columns = np.nonzero(similarities >= threshold - ROUNDING)
     keep = columns > rows  # j > i: each pair once, never an item with itself
     rows, columns = rows[keep], columns[keep]
     scores = similarities[rows, columns]
     return [
-        (start + int(i), start + int(j), float(score))
+        (start + int(i), start + int(j), min(float(score), 1.0))
         for i, j, score in zip(rows, columns, scores, strict=True)
     ]
 
@@ -191,7 +194,7 @@ class DuplicateFinder:
             )
             for row, hits in zip(batch, found, strict=True):
                 for hit_id, score in hits:
-                    if hit_id != row.id and score >= threshold:
+                    if hit_id != row.id and score >= threshold - ROUNDING:
                         links.add(row.id, hit_id, min(score, 1.0))
             done += len(batch)
             yield done
