@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import start_metrics_server
+from imgsearch.common.settings import ConfigurationError
 from imgsearch.common.tls import TlsConfigurationError
 from imgsearch_web.app import create_app
 from imgsearch_web.settings import WebSettings
@@ -94,7 +95,9 @@ async def serve(settings: WebSettings) -> int:
     try:
         sock = bind(settings.host, settings.port)
     except OSError as error:
-        _log.error("cannot listen on %s:%s: %s", settings.host, settings.port, error)
+        _log.error(
+            "cannot listen on %s:%s: %s", settings.host, settings.port, error.strerror or error
+        )
         return 1
     tls = None
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
@@ -119,7 +122,12 @@ async def serve(settings: WebSettings) -> int:
     server.loop = asyncio.get_running_loop()
     metrics = None
     if settings.metrics_port is not None:
-        metrics = start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+        try:
+            metrics = start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+        except ConfigurationError as error:
+            _log.error("cannot start: %s", error)
+            sock.close()
+            return 1
     running = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started and not running.done():  # noqa: ASYNC110 -- uvicorn has no event
