@@ -47,7 +47,7 @@ from imgsearch.common import errors
 from imgsearch.common.settings import ConfigurationError
 from imgsearch.filenames import escape_name
 from imgsearch.secure_stack import SecureFiles
-from imgsearch.stack import LocalStack, StackConfig, StackError
+from imgsearch.stack import LocalStack, StackConfig, StackError, StackUsageError
 
 app = typer.Typer(
     name="imgsearch",
@@ -596,6 +596,8 @@ def up_command(
     try:
         try:
             addresses = stack.start()
+        except StackUsageError as exc:
+            fail(str(exc), EXIT_USAGE)
         except StackError as exc:
             if stack.stop_requested.is_set():
                 _err.print("imgsearch up: stopped during start-up", markup=False)

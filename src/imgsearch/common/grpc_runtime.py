@@ -428,13 +428,18 @@ def bind_port(
         port = 0
     if port == 0:
         raise ConfigurationError(
-            f"cannot listen on {address} ({what}): {bind_failure_reason(address)}"
+            f"cannot listen on {address} ({what}):"
+            f" {bind_error(address) or 'the address could not be bound'}"
         )
     return port
 
 
-def bind_failure_reason(address: str) -> str:
-    """Why `address` (host:port) cannot be bound, as the OS says it (gRPC does not tell)."""
+def bind_error(address: str) -> str | None:
+    """Why `address` (host:port) cannot be bound now, as the OS says it; None if it can.
+
+    Used to explain gRPC's bare "Failed to bind", and by `imgsearch up` to refuse
+    a taken port before starting anything.
+    """
     host, _, port_text = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     try:
@@ -448,7 +453,7 @@ def bind_failure_reason(address: str) -> str:
         if getattr(error, "errno", None) == errno.EADDRINUSE:
             return f"{reason} (another process listens on port {port_text})"
         return reason
-    return "the address could not be bound"
+    return None
 
 
 async def wait_for_termination_signal() -> signal.Signals:
