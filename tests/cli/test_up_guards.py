@@ -64,7 +64,8 @@ def test_up_refuses_a_port_in_use(local_stack: LocalStack, tmp_path: Path, optio
     done = _up("--data-dir", str(tmp_path / "other"), option, taken)
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
-    assert f"{option} {taken}" in line and "in use" in line
+    assert f"{option} {taken}" in line
+    assert "in use" in line
     assert "listening on" not in done.stdout
 
 
@@ -77,7 +78,8 @@ def test_the_lock_goes_with_its_holder_even_on_sigkill(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         # The demo refuses it too, and wipes nothing.
         (tmp_path / "precious").write_text("data")
         demo = subprocess.run(
@@ -112,4 +114,5 @@ def test_bad_data_folder_is_one_line(tmp_path: Path, make_path, reason: str) -> 
     done = run_cli(["up", "--data-dir", str(path)], address=None)
     assert done.code == 2
     line = _one_error_line(done.stderr)
-    assert reason in line and str(path) in line
+    assert reason in line
+    assert str(path) in line
