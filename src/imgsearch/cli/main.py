@@ -33,7 +33,13 @@ from rich.text import Text
 
 from imgsearch.cli import html as html_page
 from imgsearch.cli.evaluate import eval_command
-from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
+from imgsearch.cli.ingest import (
+    IngestOptions,
+    IngestReport,
+    PathNotFoundError,
+    discover,
+    ingest,
+)
 from imgsearch.cli.token import token_app
 from imgsearch.client import (
     ADDRESS_ENV,
@@ -264,9 +270,17 @@ def ingest_command(
             help="Deadline of each Insert request (one batch, retries included), seconds.",
         ),
     ] = DEFAULT_INSERT_TIMEOUT_S,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Re-insert already indexed images whose stored labels or uri differ, so"
+            " this run's --label/--folder-label and uri apply (without it they keep theirs).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Index images: skips non-images, re-runs skip what is already indexed."""
+    """Index images: skips non-images, re-runs skip what is already indexed (see --update)."""
     if id_from not in ("hash", "path"):
         fail(f"bad --id-from {id_from!r}: expected 'hash' or 'path'", EXIT_USAGE)
 
@@ -283,6 +297,7 @@ def ingest_command(
         folder_label=folder_label,
         batch_size=batch_size,
         concurrency=concurrency,
+        update=update,
     )
     show_progress = not as_json and _err.is_terminal
     with (
@@ -307,26 +322,43 @@ def ingest_command(
             elapsed = max(bar.get_time() - started, 1e-6)
             bar.update(task, advance=done, rate=f"{inserted_so_far / elapsed:.1f} images/s")
 
+        report = IngestReport()
         try:
-            report = ingest(client, files, options, warn=warn, progress=advance)
+            ingest(client, files, options, warn=warn, progress=advance, report=report)
         except errors.ImgsearchError as exc:
+            # The run stopped (the service went away...): say what it did first.
+            bar.stop()
+            _print_ingest_report(report, as_json, stopped=exc.message)
             _fail_for(exc)
 
-    if as_json:
-        _print_json(report.to_dict())
-    else:
-        _out.print(
-            f"inserted {report.inserted}, skipped {report.skipped} already indexed"
-            f" ({report.duplicates} duplicates in this run), {len(report.not_images)} not images,"
-            f" {len(report.not_regular)} not regular files,"
-            f" failed {len(report.failed)}; {report.elapsed_s:.1f} s,"
-            f" {report.images_per_s:.1f} images/s",
-            markup=False,
-        )
-        for failure in report.failed:
-            _out.print(f"  failed: {failure.path}: {failure.reason}", markup=False)
+    _print_ingest_report(report, as_json)
     if report.failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_ingest_report(report: IngestReport, as_json: bool, stopped: str = "") -> None:
+    """The summary of an ingest run (JSON or one line, then the failures and a hint)."""
+    if as_json:
+        _print_json({**report.to_dict(), **({"stopped": stopped} if stopped else {})})
+        return
+    updated = f", updated {report.updated}" if report.updated else ""
+    _out.print(
+        ("stopped early: " if stopped else "")
+        + f"inserted {report.inserted}{updated}, skipped {report.skipped} already indexed"
+        f" ({report.duplicates} duplicates in this run), {len(report.not_images)} not images,"
+        f" {len(report.not_regular)} not regular files,"
+        f" failed {len(report.failed)}; {report.elapsed_s:.1f} s,"
+        f" {report.images_per_s:.1f} images/s",
+        markup=False,
+    )
+    for failure in report.failed:
+        _out.print(f"  failed: {failure.path}: {failure.reason}", markup=False)
+    if report.stale:
+        _err.print(
+            f"note: {report.stale} skipped items keep their stored labels and uri, which differ"
+            " from this run's; add --update to apply the new ones",
+            markup=False,
+        )
 
 
 # --- search
