@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from imgsearch.cli import html as html_page
@@ -22,6 +21,7 @@ from imgsearch.cli.main import (
     app,
     fail,
 )
+from imgsearch.cli.tables import compact_table, item_cell
 from imgsearch.client import Client, Duplicates
 from imgsearch.common import errors
 
@@ -62,18 +62,16 @@ def write_contact_sheet(path: Path, client: Client, found: Duplicates, threshold
 
 
 def _print_groups(found: Duplicates) -> None:
-    table = Table(title=Text(f"{len(found.groups)} groups of near-duplicates"))
-    table.add_column("group", justify="right")
-    table.add_column("best", justify="right")
-    table.add_column("id", no_wrap=True)
-    table.add_column("uri", overflow="fold")
+    """One section per group: a heading row, then each member's id (its uri below) and score."""
+    table = compact_table(f"{len(found.groups)} groups of near-duplicates", "id (uri below)")
+    table.add_column("best", justify="right", no_wrap=True)
     for number, group in enumerate(found.groups, start=1):
+        heading = f"group {number}: {len(group.items)} items, weakest link {group.min_score:.4f}"
+        table.add_row(Text(heading, style="bold"), "")
         for index, member in enumerate(group.items):
             table.add_row(
-                str(number) if index == 0 else "",
+                item_cell(member.id, member.uri),
                 f"{member.best_score:.4f}",
-                Text(member.id),
-                Text(member.uri),
                 end_section=index == len(group.items) - 1,
             )
     _out.print(table)
