@@ -101,8 +101,27 @@ def _fail_for(exc: errors.ImgsearchError) -> NoReturn:
     fail(exc.message, EXIT_FAILED)
 
 
+# host:port, [IPv6]:port, or a gRPC target with its scheme (dns:///..., unix:...).
+_ADDRESS_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@]+):(\d{1,5})\Z")
+_GRPC_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:")
+
+
+def _check_address(address: str) -> None:
+    """A usage error (exit 2) unless `address` is host:port or a gRPC target."""
+    if address.startswith(_GRPC_TARGET_SCHEMES):
+        return
+    match = _ADDRESS_RE.match(address)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        fail(
+            f"bad --address {escape_name(address)!r}: expected host:port of the Search service"
+            " (e.g. 127.0.0.1:50051 or [::1]:50051), without a scheme such as http://",
+            EXIT_USAGE,
+        )
+
+
 def _client(ctx: typer.Context, insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S) -> Client:
     options: _Options = ctx.obj
+    _check_address(options.address)
     try:
         return Client(
             options.address,
@@ -218,6 +237,16 @@ app.add_typer(token_app, name="token")
 _NOT_LABEL_TEXT = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 
 
+# Label keys, as Search checks them (Item.labels in search.proto).
+_LABEL_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+LABEL_KEY_RULE = "a key is a letter or _, then letters, digits or _ (at most 64)"
+
+
+def _check_label_key(key: str, option: str, shown: str) -> None:
+    if not _LABEL_KEY_RE.match(key):
+        fail(f"bad {option} {shown!r}: {LABEL_KEY_RULE}", EXIT_USAGE)
+
+
 def _parse_labels(pairs: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in pairs:
@@ -225,6 +254,7 @@ def _parse_labels(pairs: list[str]) -> dict[str, str]:
         shown = escape_name(pair)
         if not sep or not key:
             fail(f"bad --label {shown!r}: expected KEY=VALUE", EXIT_USAGE)
+        _check_label_key(key, "--label", shown)
         if _NOT_LABEL_TEXT.search(pair):
             fail(
                 f"bad --label {shown!r}: labels are UTF-8 text without control characters",
@@ -283,6 +313,8 @@ def ingest_command(
     """Index images: skips non-images, re-runs skip what is already indexed (see --update)."""
     if id_from not in ("hash", "path"):
         fail(f"bad --id-from {id_from!r}: expected 'hash' or 'path'", EXIT_USAGE)
+    if folder_label is not None:
+        _check_label_key(folder_label, "--folder-label", escape_name(folder_label))
 
     def warn(message: str) -> None:
         _err.print(f"warning: {message}", markup=False)
