@@ -682,7 +682,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("interrupted: the stack was stopped")
         return 130
     except Exception as exc:  # noqa: BLE001 -- one line, never a traceback (make demo)
-        say(f"error: the demo failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        hint = (
+            "check that --out and --data-dir are writable folders"
+            if isinstance(exc, OSError)
+            else "please report it, with this line"
+        )
+        say(f"error: the demo failed: {type(exc).__name__}: {' '.join(str(exc).split())}; {hint}")
         return 1
 
 

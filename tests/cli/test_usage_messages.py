@@ -57,3 +57,57 @@ def test_a_real_process_says_it_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "expected host:port" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["search", "README.md"], ["list"], ["duplicates"]])
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("/proc/nope/x.html", "no folder /proc/nope"), ("/etc", "it is a folder")],
+)
+def test_unwritable_html_output_is_refused_before_any_call(
+    command: list[str], where: str, reason: str
+) -> None:
+    line = _usage_error(["--address", "127.0.0.1:1", *command, "--html", where])
+    assert f"cannot write --html {where}: {reason}" in line
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "reason"),
+    [
+        ("--tls-ca", "/proc/nope", "cannot read TLS CA bundle /proc/nope"),
+        ("--tls-ca", "/etc", "Is a directory"),
+        ("--tls-ca", "/etc/hostname", "holds no PEM certificate"),
+        ("--token-file", "/proc/nope", "cannot read token file /proc/nope"),
+        ("--token-file", "/etc", "Is a directory"),
+    ],
+)
+def test_unusable_security_files_are_one_line(option: str, path: str, reason: str) -> None:
+    line = _usage_error(["--address", "127.0.0.1:1", option, path, "stats"])
+    assert reason in line
+
+
+def test_demo_failure_is_one_line_with_what_to_try(tmp_path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    done = subprocess.run(
+        [*IMGSEARCH[:1], "-m", "imgsearch.demo", "--out", str(tmp_path / "a-file" / "out"),
+         "--data-dir", str(tmp_path / "data"), "--no-keep-running"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1].count("error: the demo failed") == 1
+
+
+def test_demo_failure_line_names_the_step_and_a_hint(tmp_path) -> None:
+    from imgsearch.common import errors
+    from imgsearch.demo import _failure_line
+
+    line = _failure_line(
+        "ingesting the sample collection",
+        errors.DeadlineExceededError("Insert did not answer within 60 s"),
+        tmp_path,
+    )
+    assert line.startswith("error: the demo failed while ingesting the sample collection:")
+    assert "try again" in line
+    assert str(tmp_path) in line
+    assert "\n" not in line

@@ -18,6 +18,7 @@ from imgsearch.cli.main import (
     _out,
     _print_json,
     app,
+    check_output_file,
     fail,
 )
 from imgsearch.cli.tables import compact_table, item_cell
@@ -67,6 +68,7 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List stored items in id order, a page at a time."""
+    check_output_file(html_file)
     items: list[StoredItem] = []
     with _client(ctx) as client:
         token = page_token

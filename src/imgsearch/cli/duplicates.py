@@ -19,6 +19,7 @@ from imgsearch.cli.main import (
     _out,
     _print_json,
     app,
+    check_output_file,
     fail,
 )
 from imgsearch.cli.tables import compact_table, item_cell
@@ -122,6 +123,7 @@ def duplicates_command(
     as_json: JsonOption = False,
 ) -> None:
     """Find groups of near-duplicate images in the collection (with a progress bar)."""
+    check_output_file(html_file)
     with _client(ctx) as client:
         try:
             found = _scan(client, threshold, filter_expr, max_neighbors)

@@ -138,6 +138,20 @@ def _client(ctx: typer.Context, insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S
         fail(str(exc), EXIT_USAGE)
 
 
+def check_output_file(path: Path | None, option: str = "--html") -> None:
+    """Fail now (exit 2, one line) when `path` cannot be written, rather than after the work."""
+    if path is None:
+        return
+    shown = escape_name(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        fail(f"cannot write {option} {shown}: it is a folder", EXIT_USAGE)
+    if not folder.is_dir():
+        fail(f"cannot write {option} {shown}: no folder {escape_name(folder)}", EXIT_USAGE)
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        fail(f"cannot write {option} {shown}: permission denied", EXIT_USAGE)
+
+
 def _safe_output() -> None:
     """Never crash on printing: characters the terminal cannot encode are backslash-escaped."""
     for stream in (sys.stdout, sys.stderr):
@@ -429,6 +443,7 @@ def search_command(
             query_bytes = read_image(image)
         except OSError as exc:
             fail(f"cannot read {escape_name(image)}: {exc.strerror or exc}", EXIT_USAGE)
+    check_output_file(html_file)
     with _client(ctx) as client:
         try:
             if query_bytes is not None:
