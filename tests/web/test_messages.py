@@ -74,6 +74,13 @@ def test_huge_top_k_names_the_real_limit(web: WebUnderTest, field: str, route: s
     assert "4294967295" not in message
 
 
+def test_huge_max_neighbors_names_the_real_limit(web: WebUnderTest) -> None:
+    huge = 10**13
+    reply = web.http.post("/v1/duplicates", json={"max_neighbors": huge})
+    message = _error(reply, 400, "INVALID_ARGUMENT", f"max_neighbors is {huge}", "limit of 256")
+    assert "4294967295" not in message
+
+
 def test_huge_page_size_is_coerced_like_any_large_one(web: WebUnderTest) -> None:
     # Search serves at most 1000 per page (AIP-158 lets a server coerce page_size);
     # a value past uint32 is no longer refused by the gateway with the wire width.

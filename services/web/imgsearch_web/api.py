@@ -372,11 +372,12 @@ async def find_duplicates(
     body: DuplicatesQuery, search: Backend, metadata: CallMetadata
 ) -> StreamingResponse:
     request = search_pb2.FindDuplicatesRequest(
-        threshold=body.threshold, filter=body.filter, max_neighbors=body.max_neighbors
+        threshold=body.threshold, filter=body.filter, max_neighbors=saturated(body.max_neighbors)
     )
     stream = search.find_duplicates(request, metadata)
     try:  # errors before the first message become an ordinary error response
-        first = await anext(stream)
+        with told_as_given("max_neighbors", body.max_neighbors):
+            first = await anext(stream)
     except StopAsyncIteration:
         first = None
 

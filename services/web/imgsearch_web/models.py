@@ -168,7 +168,10 @@ class DuplicatesQuery(BaseModel):
     )
     filter: str = Field("", max_length=MAX_FILTER_CHARS, description="Only items matching this.")
     max_neighbors: int = Field(
-        0, ge=0, le=UINT32_MAX, strict=True, description="Neighbours examined per item; 0 means 16."
+        0,
+        ge=0,
+        strict=True,
+        description="Neighbours examined per item; 0 means 16; at most Search's limit (256).",
     )
 
 
