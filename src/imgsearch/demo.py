@@ -39,6 +39,8 @@ from PIL import Image, ImageDraw, ImageFont
 from imgsearch.cli import html as html_page
 from imgsearch.cli.ingest import IngestOptions, IngestReport, discover, ingest
 from imgsearch.client import Client, Hit, content_id
+from imgsearch.common import errors
+from imgsearch.datadir import DataDirError, DataDirLock
 from imgsearch.stack import LocalStack, StackConfig, StackError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -414,14 +416,29 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = args.out.resolve()
     data_dir = args.data_dir.resolve()
+    # Locked before anything is wiped: a second demo must not delete a running one's data.
+    try:
+        data_lock = DataDirLock.acquire(data_dir)
+    except DataDirError as exc:
+        say(f"error: {exc}")
+        return 2
+    try:
+        return _run_locked(args, started, out, data_dir, data_lock)
+    finally:
+        data_lock.release()
+
+
+def _run_locked(
+    args: argparse.Namespace, started: float, out: Path, data_dir: Path, data_lock: DataDirLock
+) -> int:
     with_fashion = FASHION_DIR.is_dir()
     if not with_fashion:
         say(
             f"warning: {FASHION_DIR} is missing (install Debian's dataset-fashion-mnist,"
             " as root: `make setup`); going on with the photos alone"
         )
-    for folder in (out, data_dir):
-        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    _empty_folder(data_dir, keep=data_lock.path)
     images_dir = out / "images"
 
     say("writing the sample collection to demo/images/")
@@ -435,25 +452,71 @@ def run(args: argparse.Namespace) -> int:
     stack = LocalStack(
         StackConfig(data_dir=data_dir, startup_timeout_s=240),
         announce=lambda message: say(f"  {message}"),
+        data_lock=data_lock,
     )
     try:
         addresses = stack.start()
     except StackError as exc:
-        say(f"the stack did not start: {exc}")
+        say(f"error: the stack did not start: {' '.join(str(exc).split())}")
         return 1
+    step = _Step()
     try:
         say(f"  search listening on {addresses.search}; logs in {addresses.log_dir}")
-        with Client(addresses.search, timeout=60) as client:
-            code = _run_queries(client, args, images_dir, out, with_fashion)
-        say(f"web page: {addresses.web}/ (search by photo, browse, duplicates, upload)")
+        try:
+            with Client(addresses.search, timeout=60) as client:
+                code = _run_queries(client, args, images_dir, out, with_fashion, step)
+        except Exception as exc:  # noqa: BLE001 -- the demo ends any failure with one line
+            say(_failure_line(step.name, exc, addresses.log_dir))
+            return 1
         if code == 0 and _keep_running(args):
+            say(f"web page: {addresses.web}/ (search by photo, browse, duplicates, upload)")
             say(f"the stack stays up: open {addresses.web}/ in a browser; Ctrl-C stops it")
             _wait_for_ctrl_c()
+        else:
+            say(
+                "the stack stops now, and its web page with it; to keep it up and browse it,"
+                " run the demo from a terminal or with --keep-running (DEMO_ARGS=--keep-running)"
+            )
         return code
     finally:
         say("stopping the stack")
         stack.stop()
         say(f"done in {time.perf_counter() - started:.0f} s")
+
+
+@dataclass
+class _Step:
+    """What the demo is doing now, for the one line that reports a failure."""
+
+    name: str = "connecting to Search"
+
+
+def _failure_line(step: str, exc: Exception, log_dir: Path) -> str:
+    """One line: what failed, why, and what to try."""
+    if isinstance(exc, errors.DeadlineExceededError | errors.UnavailableError):
+        hint = (
+            "the machine may be overloaded or a service stopped: try again when it is"
+            f" quieter, and see the logs in {log_dir}"
+        )
+    elif isinstance(exc, errors.ImgsearchError):
+        hint = f"see the logs in {log_dir}"
+    else:
+        hint = f"this is a bug: please report it with the logs in {log_dir}"
+    reason = (
+        exc.message if isinstance(exc, errors.ImgsearchError) else f"{type(exc).__name__}: {exc}"
+    )
+    return f"error: the demo failed while {step}: {' '.join(reason.split())}; {hint}"
+
+
+def _empty_folder(folder: Path, keep: Path) -> None:
+    """Delete everything in `folder` but `keep` (the lock file, which must stay put)."""
+    for entry in folder.iterdir():
+        if entry == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _ingest(
@@ -476,8 +539,14 @@ def _ingest(
 
 
 def _run_queries(
-    client: Client, args: argparse.Namespace, images_dir: Path, out: Path, with_fashion: bool
+    client: Client,
+    args: argparse.Namespace,
+    images_dir: Path,
+    out: Path,
+    with_fashion: bool,
+    step: _Step,
 ) -> int:
+    step.name = "ingesting the sample collection"
     say("ingesting (the same code as `imgsearch ingest`)")
     reports = {"the photos": _ingest(client, images_dir / "photos", {"source": "skimage"}, None)}
     if with_fashion:
@@ -503,6 +572,7 @@ def _run_queries(
             by_id=_photo_id(images_dir, "chelsea"),
         )
     )
+    step.name = "running the example queries"
     say(f"running {len(queries)} example queries")
     for query in queries:
         begin = time.perf_counter()
@@ -539,6 +609,7 @@ def _run_queries(
         " letterboxed).",
     ]
     if with_fashion:
+        step.name = "measuring Fashion-MNIST class precision"
         say(
             f"measuring Fashion-MNIST class precision@{TOP_K}"
             f" on {args.precision_per_class * 10} unseen test images"
@@ -554,6 +625,7 @@ def _run_queries(
     for line in summary:
         say(line)
 
+    step.name = "writing the results page"
     sheet_path = out / "contact_sheet.png"
     html_path = out / "results.html"
     contact_sheet(queries, sheet_path)
@@ -603,7 +675,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="keep the stack (and its web page) up until Ctrl-C; default: when run in a terminal",
     )
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        say("interrupted: the stack was stopped")
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- one line, never a traceback (make demo)
+        hint = (
+            "check that --out and --data-dir are writable folders"
+            if isinstance(exc, OSError)
+            else "please report it, with this line"
+        )
+        say(f"error: the demo failed: {type(exc).__name__}: {' '.join(str(exc).split())}; {hint}")
+        return 1
 
 
 if __name__ == "__main__":

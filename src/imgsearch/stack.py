@@ -50,6 +50,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imgsearch import milvus_standalone
+from imgsearch.common.grpc_runtime import bind_error
+from imgsearch.datadir import DataDirError, DataDirLock
 from imgsearch.secure_stack import (
     OPEN_EMBEDDER_ENV,
     OPEN_SEARCH_ENV,
@@ -66,6 +68,10 @@ _POLL_S = 0.2
 
 class StackError(RuntimeError):
     """The stack could not start, or a child died; the message says which and why."""
+
+
+class StackUsageError(StackError):
+    """The stack cannot start as asked: its data folder or a chosen port is unusable or in use."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -301,8 +307,13 @@ class LocalStack:
         self,
         config: StackConfig,
         announce: Callable[[str], None] = lambda message: None,
+        data_lock: DataDirLock | None = None,
     ) -> None:
+        """`data_lock`: the data folder's lock, when the caller took it already (the demo
+        does, to wipe the folder first); else `start()` takes it and `stop()` drops it."""
         self.config = config
+        self._given_lock = data_lock
+        self.data_lock: DataDirLock | None = data_lock
         self.announce = announce
         self.stop_requested = threading.Event()
         self.children: list[Child] = []
@@ -327,9 +338,32 @@ class LocalStack:
             self.stop()
             raise
 
+    def _claim_data_dir(self) -> None:
+        """Lock the data folder, check the chosen ports are free; StackUsageError if not."""
+        try:
+            if self.data_lock is None:
+                self.data_lock = DataDirLock.acquire(self.config.data_dir)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except DataDirError as error:
+            raise StackUsageError(str(error)) from None
+        except OSError as error:
+            raise StackUsageError(f"cannot create {self.log_dir}: {error.strerror}") from None
+        config = self.config
+        chosen = {
+            "--search-port": (config.host, config.search_port),
+            "--embedder-port": (config.host, config.embedder_port),
+            "--web-port": (config.host, config.web_port),
+            "milvus port": ("127.0.0.1", config.milvus_port),
+            "redis port": ("127.0.0.1", config.redis_port),
+        }
+        for option, (host, port) in chosen.items():
+            reason = bind_error(f"{host}:{port}") if port else None
+            if reason is not None:
+                raise StackUsageError(f"cannot use {option} {port} on {host}: {reason}")
+
     def _start(self) -> StackAddresses:
         config = self.config
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_data_dir()
         deadline = time.monotonic() + config.startup_timeout_s
         connect_host = _connect_host(config.host)
         if config.secure:
@@ -624,6 +658,9 @@ class LocalStack:
                 self.config.stop_timeout_s if timeout is None else timeout
             )
         self.children.clear()
+        if self.data_lock is not None and self._given_lock is None:
+            self.data_lock.release()
+            self.data_lock = None
         return codes
 
 

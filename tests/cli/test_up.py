@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -224,18 +223,19 @@ def test_dead_child_is_reported_and_the_others_stopped(tmp_path: Path) -> None:
 
 
 def test_startup_failure_names_the_child(tmp_path: Path) -> None:
-    """A child that cannot start (its port taken) is reported with its log, nothing left behind."""
+    """A child that cannot start (a bad setting) is reported with its log, nothing left behind.
+
+    (A port taken by another process is refused before anything starts:
+    tests/cli/test_up_guards.py.)
+    """
     data_dir = tmp_path / "stack"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        proc = subprocess.run(
-            [*IMGSEARCH, "up", "--data-dir", str(data_dir), "--embedder-port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    proc = subprocess.run(
+        [*IMGSEARCH, "up", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "EMBEDDER_MAX_BATCH_SIZE": "not-a-number"},
+    )
     assert proc.returncode == 1, proc.stderr
     assert "imgsearch up: embedder exited with code" in proc.stderr
     assert str(data_dir / "logs" / "embedder.log") in proc.stderr

@@ -120,5 +120,7 @@ def test_decompression_bomb_header_is_refused_before_decoding() -> None:
     # limit; either way the caller gets INVALID_ARGUMENT naming the image.
     bomb = encode(Image.new("1", (30000, 30000)), "PNG")
     assert len(bomb) < 200_000
-    with pytest.raises(InvalidArgumentError, match=r"images\[0\]: .*pixel"):
+    with pytest.raises(InvalidArgumentError, match=r"images\[0\]: .*pixel") as info:
         PRE(bomb, 0)
+    # One limit, ours; the image's own size, not Pillow's doubled limit.
+    assert info.value.message == "images[0]: 900000000 pixels exceeds the limit of 4000000 pixels"

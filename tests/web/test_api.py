@@ -181,7 +181,7 @@ def test_errors_map_to_http_statuses_with_a_json_body(web: WebUnderTest) -> None
         web.http.post("/v1/search", content=b"{oops", headers={"content-type": "application/json"}),
         400,
         "INVALID_ARGUMENT",
-        "body: not valid JSON",
+        "request body is not valid JSON (at character 1",
     )
     not_allowed = web.http.put("/v1/items")
     _error(not_allowed, 405, "UNIMPLEMENTED", "PUT is not allowed on /v1/items; use GET, POST")

@@ -9,6 +9,7 @@ so the tests also prove that it loads nothing from another origin.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -306,3 +307,43 @@ async def test_works_on_a_phone_sized_screen(
     )
     assert columns == 2
     await page.screenshot(path=tmp_path / "phone.png", full_page=True)
+
+
+async def test_hit_names_are_shown_decoded(browser: Browser, web: WebUnderTest) -> None:
+    """A uri's percent-encoded file name is shown decoded; the stored uri and id are not touched."""
+    data = (web.photo_dir / "coins.jpg").read_bytes()
+    uris = {
+        "web-names/spaces": "file:///photos/name%20with%20spaces.jpg",
+        "web-names/utf8": "file:///photos/caf%C3%A9%20%E2%80%94%20menu.png",
+        "web-names/not-utf8": "file:///photos/bad%FF%20byte.jpg",
+        "web-names/slash": "file:///photos/a%2Fb%0A.jpg",
+    }
+    for item_id, uri in uris.items():
+        reply = web.http.post(
+            "/v1/items",
+            files={"image": ("x.jpg", data, "image/jpeg")},
+            data={"id": item_id, "uri": uri, "labels": json.dumps({"suite": "web-names"})},
+        )
+        assert reply.status_code == 201, reply.text
+    try:
+        under_test = await open_page(browser, web)
+        page = under_test.page
+        await page.click("nav a[data-view=browse]")
+        await page.fill("#browse-filter", 'suite == "web-names"')
+        await page.click("#browse-form button[type=submit]")
+        await expect(page.locator("#browse-grid figure")).to_have_count(4)
+        names = await page.locator("#browse-grid figure").evaluate_all(
+            "(tiles) => Object.fromEntries(tiles.map("
+            "(t) => [t.dataset.id, t.querySelector('.name').textContent]))"
+        )
+        assert names == {
+            "web-names/spaces": "name with spaces.jpg",
+            "web-names/utf8": "café — menu.png",
+            "web-names/not-utf8": "bad%FF byte.jpg",
+            "web-names/slash": "a%2Fb%0A.jpg",
+        }
+        assert web.http.get("/v1/items/web-names/spaces").json()["uri"] == uris["web-names/spaces"]
+        assert under_test.errors == []
+    finally:
+        for item_id in uris:
+            web.http.delete(f"/v1/items/{item_id}")

@@ -197,7 +197,12 @@ async def serve(settings: EmbedderSettings) -> int:
     except ConfigurationError as error:
         _log.error("cannot start: %s", error)
         return 2
-    await server.start()
+    try:
+        await server.start()
+    except ConfigurationError as error:  # e.g. the metrics or probe port is taken
+        _log.error("cannot start: %s", error)
+        await server.stop(drain_delay_s=0, grace_s=0)
+        return 2
     return await serve_until_terminated(
         "embedder",
         f"{settings.host}:{server.port}",

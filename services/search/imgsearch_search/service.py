@@ -377,8 +377,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         min_score: float | None = None
         if request.HasField("min_score"):
             min_score = request.min_score
-            if not math.isfinite(min_score):
-                raise InvalidArgumentError(f"min_score is {min_score}; give a number in [-1, 1]")
+            if not (math.isfinite(min_score) and -1.0 <= min_score <= 1.0):
+                raise InvalidArgumentError(
+                    f"min_score is {min_score:g}, outside [-1, 1]: scores are cosine similarities"
+                )
         identity: dict[str, Any] = {
             "top_k": top_k,
             "filter": label_filter.canonical if label_filter else "",

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from imgsearch.common.errors import InvalidArgumentError
+from imgsearch.common.text import BLANK_ID_RULE, has_visible_text
 
 MAX_ID_BYTES = 512
 MAX_URI_BYTES = 2048
@@ -83,6 +84,8 @@ def _check_text(value: str, what: str, max_bytes: int, allow_empty: bool) -> Non
 def check_id(item_id: str, what: str = "id") -> None:
     """Raise InvalidArgumentError unless `item_id` is a valid stored-item id."""
     _check_text(item_id, what, MAX_ID_BYTES, allow_empty=False)
+    if not has_visible_text(item_id):
+        raise InvalidArgumentError(f"{what} is blank: {BLANK_ID_RULE}")
 
 
 def check_ids(ids: Sequence[str], field: str = "ids") -> list[str]:

@@ -8,9 +8,10 @@ Search with each call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import grpc
@@ -150,6 +151,26 @@ async def read_upload(request: Request) -> tuple[bytes, dict[str, str]]:
 # --- search ---------------------------------------------------------------------------------
 
 
+def saturated(count: int) -> int:
+    """A count for a uint32 field; larger ones become 2**32-1, which Search refuses.
+
+    So the refusal names Search's real limit (top_k at most SEARCH_MAX_TOP_K,
+    1000 by default), not the width of the wire type.
+    """
+    return min(count, UINT32_MAX)
+
+
+@contextlib.contextmanager
+def told_as_given(field: str, given: int) -> Iterator[None]:
+    """Search's refusal of a saturated count quotes the caller's value, not 2**32-1."""
+    try:
+        yield
+    except ApiError as error:
+        if given > UINT32_MAX:
+            error.message = error.message.replace(f"{field} is {UINT32_MAX}", f"{field} is {given}")
+        raise
+
+
 @router.post(
     "/search/image",
     response_model=SearchResult,
@@ -161,16 +182,17 @@ async def search_by_image(
     search: Backend,
     config: Settings,
     metadata: CallMetadata,
-    top_k: Annotated[int, Query(ge=0, le=UINT32_MAX, description="Hits; 0 means 10.")] = 0,
+    top_k: Annotated[int, Query(ge=0, description="Hits; 0 means 10.")] = 0,
     filter: FilterQuery = "",
     min_score: Annotated[float | None, Query(description="Leave out lower scores.")] = None,
 ) -> SearchResult:
     """The stored items most similar to the image, best first."""
     image, _ = await read_upload(request)
-    query = search_pb2.SearchRequest(image=image, top_k=top_k, filter=filter)
+    query = search_pb2.SearchRequest(image=image, top_k=saturated(top_k), filter=filter)
     if min_score is not None:
         query.min_score = min_score
-    reply = await search.call("Search", query, metadata, config.search_timeout_s)
+    with told_as_given("top_k", top_k):
+        reply = await search.call("Search", query, metadata, config.search_timeout_s)
     return SearchResult.of(reply)
 
 
@@ -179,14 +201,15 @@ async def search_by_id_or_vector(
     body: SearchQuery, search: Backend, config: Settings, metadata: CallMetadata
 ) -> SearchResult:
     """The stored items most similar to a stored item ("more like this") or a vector."""
-    query = search_pb2.SearchRequest(top_k=body.top_k, filter=body.filter)
+    query = search_pb2.SearchRequest(top_k=saturated(body.top_k), filter=body.filter)
     if body.id is not None:
         query.id = body.id
     else:
         query.vector.values.extend(body.vector or [])
     if body.min_score is not None:
         query.min_score = body.min_score
-    reply = await search.call("Search", query, metadata, config.search_timeout_s)
+    with told_as_given("top_k", body.top_k):
+        reply = await search.call("Search", query, metadata, config.search_timeout_s)
     return SearchResult.of(reply)
 
 
@@ -200,15 +223,18 @@ async def list_items(
     metadata: CallMetadata,
     filter: FilterQuery = "",
     page_size: Annotated[
-        int, Query(ge=0, le=UINT32_MAX, description="Items per page: 0 means 50, at most 1000.")
+        int, Query(ge=0, description="Items per page: 0 means 50, at most 1000.")
     ] = 0,
     page_token: Annotated[
         str, Query(max_length=4096, description="next_page_token of the previous page.")
     ] = "",
 ) -> ItemPage:
     """Items in ascending id order; pass next_page_token back for the next page."""
-    request = search_pb2.ListRequest(filter=filter, page_size=page_size, page_token=page_token)
-    reply = await search.call("List", request, metadata, config.search_timeout_s)
+    request = search_pb2.ListRequest(
+        filter=filter, page_size=saturated(page_size), page_token=page_token
+    )
+    with told_as_given("page_size", page_size):
+        reply = await search.call("List", request, metadata, config.search_timeout_s)
     return ItemPage(
         items=[Item.of(item) for item in reply.items], next_page_token=reply.next_page_token
     )
@@ -346,11 +372,12 @@ async def find_duplicates(
     body: DuplicatesQuery, search: Backend, metadata: CallMetadata
 ) -> StreamingResponse:
     request = search_pb2.FindDuplicatesRequest(
-        threshold=body.threshold, filter=body.filter, max_neighbors=body.max_neighbors
+        threshold=body.threshold, filter=body.filter, max_neighbors=saturated(body.max_neighbors)
     )
     stream = search.find_duplicates(request, metadata)
     try:  # errors before the first message become an ordinary error response
-        first = await anext(stream)
+        with told_as_given("max_neighbors", body.max_neighbors):
+            first = await anext(stream)
     except StopAsyncIteration:
         first = None
 

@@ -119,7 +119,8 @@ def _describe_validation(error: RequestValidationError) -> str:
         if problem.get("type") == "json_invalid":
             # loc is ("body", offset): say what it is, not "body 1: JSON decode error".
             reason = (problem.get("ctx") or {}).get("error", "")
-            parts.append(f"body: not valid JSON ({reason}, at character {name or 0})")
+            detail = "" if reason in ("", "JSON decode error") else f": {reason}"
+            parts.append(f"request body is not valid JSON (at character {name or 0}{detail})")
             continue
         parts.append(f"{head} {name}".strip() + f": {message}")
     return "; ".join(parts) or "the request is invalid"

@@ -66,7 +66,10 @@ class SearchQuery(BaseModel):
         max_length=MAX_VECTOR_VALUES,
     )
     top_k: int = Field(
-        0, ge=0, le=UINT32_MAX, strict=True, description="Hits to return; 0 means 10."
+        0,
+        ge=0,
+        strict=True,
+        description="Hits to return; 0 means 10; at most Search's limit (SEARCH_MAX_TOP_K).",
     )
     filter: str = Field(
         "", max_length=MAX_FILTER_CHARS, description='Label filter, e.g. `kind == "cat"`.'
@@ -165,7 +168,10 @@ class DuplicatesQuery(BaseModel):
     )
     filter: str = Field("", max_length=MAX_FILTER_CHARS, description="Only items matching this.")
     max_neighbors: int = Field(
-        0, ge=0, le=UINT32_MAX, strict=True, description="Neighbours examined per item; 0 means 16."
+        0,
+        ge=0,
+        strict=True,
+        description="Neighbours examined per item; 0 means 16; at most Search's limit (256).",
     )
 
 

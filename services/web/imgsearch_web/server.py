@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -23,9 +24,11 @@ from types import FrameType
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from imgsearch.common.logs import configure_logging
 from imgsearch.common.metrics import start_metrics_server
+from imgsearch.common.settings import ConfigurationError
 from imgsearch.common.tls import TlsConfigurationError
 from imgsearch_web.app import create_app
 from imgsearch_web.settings import WebSettings
@@ -46,6 +49,37 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+class JsonErrorHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools), but a request it cannot parse gets our error shape.
+
+    A request line or header block the parser refuses (malformed, or a URL of
+    many kilobytes) never reaches the app, so uvicorn answers it with a
+    plain-text 400 of its own; this answers with the API's JSON error body.
+    """
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps(
+            {
+                "code": "INVALID_ARGUMENT",
+                "message": "the HTTP request could not be parsed: it is malformed, or its URL"
+                " or headers are too long (send long inputs in a JSON body instead)",
+            }
+        ).encode()
+        content = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
 
 class _DrainingServer(uvicorn.Server):
@@ -94,7 +128,9 @@ async def serve(settings: WebSettings) -> int:
     try:
         sock = bind(settings.host, settings.port)
     except OSError as error:
-        _log.error("cannot listen on %s:%s: %s", settings.host, settings.port, error)
+        _log.error(
+            "cannot listen on %s:%s: %s", settings.host, settings.port, error.strerror or error
+        )
         return 1
     tls = None
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
@@ -110,6 +146,7 @@ async def serve(settings: WebSettings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
+        http=JsonErrorHttpProtocol,
     )
     config.load()
     if tls is not None:
@@ -119,7 +156,12 @@ async def serve(settings: WebSettings) -> int:
     server.loop = asyncio.get_running_loop()
     metrics = None
     if settings.metrics_port is not None:
-        metrics = start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+        try:
+            metrics = start_metrics_server(registry, settings.metrics_host, settings.metrics_port)
+        except ConfigurationError as error:
+            _log.error("cannot start: %s", error)
+            sock.close()
+            return 1
     running = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started and not running.done():  # noqa: ASYNC110 -- uvicorn has no event

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from imgsearch.cli import html as html_page
 from imgsearch.cli.main import (
@@ -20,14 +18,12 @@ from imgsearch.cli.main import (
     _out,
     _print_json,
     app,
+    check_output_file,
     fail,
 )
+from imgsearch.cli.tables import compact_table, item_cell
 from imgsearch.client import ItemPage, StoredItem
 from imgsearch.common import errors
-
-
-def _labels_text(labels: dict[str, str]) -> str:
-    return ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 def write_contact_sheet(path: Path, title: str, items: list[StoredItem]) -> None:
@@ -47,15 +43,9 @@ def write_contact_sheet(path: Path, title: str, items: list[StoredItem]) -> None
 
 
 def _print_table(items: list[StoredItem], title: str) -> None:
-    table = Table(title=Text(title))
-    table.add_column(
-        "id", no_wrap=True, min_width=min(64, max((len(i.id) for i in items), default=2))
-    )
-    table.add_column("uri", overflow="fold")
-    table.add_column("labels", overflow="fold")
+    table = compact_table(title, "id (uri and labels below)")
     for item in items:
-        # Text, not str: ids, uris and labels are data, never rich markup.
-        table.add_row(Text(item.id), Text(item.uri), Text(_labels_text(item.labels)))
+        table.add_row(item_cell(item.id, item.uri, item.labels))
     _out.print(table)
 
 
@@ -78,6 +68,7 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List stored items in id order, a page at a time."""
+    check_output_file(html_file)
     items: list[StoredItem] = []
     with _client(ctx) as client:
         token = page_token

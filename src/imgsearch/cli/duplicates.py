@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from imgsearch.cli import html as html_page
@@ -20,8 +19,10 @@ from imgsearch.cli.main import (
     _out,
     _print_json,
     app,
+    check_output_file,
     fail,
 )
+from imgsearch.cli.tables import compact_table, item_cell
 from imgsearch.client import Client, Duplicates
 from imgsearch.common import errors
 
@@ -62,18 +63,16 @@ def write_contact_sheet(path: Path, client: Client, found: Duplicates, threshold
 
 
 def _print_groups(found: Duplicates) -> None:
-    table = Table(title=Text(f"{len(found.groups)} groups of near-duplicates"))
-    table.add_column("group", justify="right")
-    table.add_column("best", justify="right")
-    table.add_column("id", no_wrap=True)
-    table.add_column("uri", overflow="fold")
+    """One section per group: a heading row, then each member's id (its uri below) and score."""
+    table = compact_table(f"{len(found.groups)} groups of near-duplicates", "id (uri below)")
+    table.add_column("best", justify="right", no_wrap=True)
     for number, group in enumerate(found.groups, start=1):
+        heading = f"group {number}: {len(group.items)} items, weakest link {group.min_score:.4f}"
+        table.add_row(Text(heading, style="bold"), "")
         for index, member in enumerate(group.items):
             table.add_row(
-                str(number) if index == 0 else "",
+                item_cell(member.id, member.uri),
                 f"{member.best_score:.4f}",
-                Text(member.id),
-                Text(member.uri),
                 end_section=index == len(group.items) - 1,
             )
     _out.print(table)
@@ -124,6 +123,7 @@ def duplicates_command(
     as_json: JsonOption = False,
 ) -> None:
     """Find groups of near-duplicate images in the collection (with a progress bar)."""
+    check_output_file(html_file)
     with _client(ctx) as client:
         try:
             found = _scan(client, threshold, filter_expr, max_neighbors)

@@ -3,7 +3,11 @@
 Resumable and idempotent: before sending a batch, the ids are looked up with
 Get, and an item whose stored content hash equals the file's hash is skipped
 without being re-embedded. A changed file under the same id (with
-`--id-from path`) is inserted again, replacing the stored one.
+`--id-from path`) is inserted again, replacing the stored one. A skipped item
+keeps its stored labels and uri; with `update` (`--update`), an item whose
+stored labels or uri differ from this run's is inserted again (an upsert) so
+the new ones apply. The report counts the skipped items whose labels or uri
+differ (`stale`), so the command can say so.
 
 What is opened: only regular files (and links to them). FIFOs, sockets,
 devices, broken links and link loops are reported as skipped without being
@@ -21,6 +25,7 @@ reason, and a request the service refuses as a whole is retried file by file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -270,6 +275,10 @@ class IngestReport:
 
     inserted: int = 0
     skipped: int = 0  # already indexed with the same content
+    # Skipped items whose stored labels or uri differ from this run's (kept as stored).
+    stale: int = 0
+    # Already indexed with the same content, inserted again for new labels/uri (`update`).
+    updated: int = 0
     duplicates: int = 0  # same id as another file of this run
     not_images: list[str] = field(default_factory=list)
     not_regular: list[Skipped] = field(default_factory=list)
@@ -284,6 +293,8 @@ class IngestReport:
         return {
             "inserted": self.inserted,
             "skipped": self.skipped,
+            "stale": self.stale,
+            "updated": self.updated,
             "duplicates": self.duplicates,
             "not_images": self.not_images,
             "not_regular_files": [skipped.to_dict() for skipped in self.not_regular],
@@ -310,6 +321,8 @@ class IngestOptions:
     max_batch_bytes: int = 16 * 1024 * 1024
     max_file_bytes: int = 32 * 1024 * 1024
     concurrency: int = 2
+    # Re-insert already indexed items whose stored labels or uri differ (upsert).
+    update: bool = False
 
 
 def _sniff(path: Path, report: IngestReport, warn: Callable[[str], None]) -> int | None:
@@ -432,18 +445,20 @@ def _prepare(
 class _BatchOutcome:
     inserted: int = 0
     skipped: int = 0
+    stale: int = 0
+    updated: int = 0
     failed: list[Failure] = field(default_factory=list)
     done: int = 0  # files accounted for, for the progress bar
 
 
-def _run_batch(client: Client, pending: list[_Pending]) -> _BatchOutcome:
+def _run_batch(client: Client, pending: list[_Pending], update: bool = False) -> _BatchOutcome:
     """Insert a batch; a request refused as a whole (INVALID_ARGUMENT) is retried file by file.
 
     So one bad file fails alone, whatever the service objects to. Outages
     (UNAVAILABLE, DEADLINE_EXCEEDED...) propagate: they stop the run.
     """
     try:
-        return _insert_new(client, pending)
+        return _insert_new(client, pending, update)
     except errors.InvalidArgumentError as exc:
         if len(pending) == 1:
             entry = pending[0]
@@ -453,27 +468,45 @@ def _run_batch(client: Client, pending: list[_Pending]) -> _BatchOutcome:
             )
     outcome = _BatchOutcome()
     for entry in pending:
-        single = _run_batch(client, [entry])
+        single = _run_batch(client, [entry], update)
         outcome.inserted += single.inserted
         outcome.skipped += single.skipped
+        outcome.stale += single.stale
+        outcome.updated += single.updated
         outcome.failed.extend(single.failed)
         outcome.done += single.done
     return outcome
 
 
-def _insert_new(client: Client, pending: list[_Pending]) -> _BatchOutcome:
-    """Insert the files of a batch whose id is not stored with the same content hash."""
+def _insert_new(client: Client, pending: list[_Pending], update: bool = False) -> _BatchOutcome:
+    """Insert the files of a batch whose id is not stored with the same content hash.
+
+    With `update`, also those stored with the same content but other labels or uri.
+    """
     outcome = _BatchOutcome(done=len(pending))
-    stored = client.get([entry.item.id for entry in pending])
-    stored_hash = {item.id: item.content_sha256 for item in stored.items}
-    to_insert = [entry for entry in pending if stored_hash.get(entry.item.id) != entry.sha256]
-    outcome.skipped = len(pending) - len(to_insert)
+    stored = {item.id: item for item in client.get([entry.item.id for entry in pending]).items}
+    to_insert: list[_Pending] = []
+    refreshed: set[str] = set()
+    for entry in pending:
+        known = stored.get(entry.item.id)
+        if known is None or known.content_sha256 != entry.sha256:
+            to_insert.append(entry)
+        elif known.labels == entry.item.labels and known.uri == entry.item.uri:
+            outcome.skipped += 1
+        elif update:
+            to_insert.append(entry)
+            refreshed.add(entry.item.id)
+        else:
+            outcome.skipped += 1
+            outcome.stale += 1
     if not to_insert:
         return outcome
     # One request: the batch is already bounded by count and bytes.
     results = client.insert([entry.item for entry in to_insert], batch_size=len(to_insert))
     for entry, result in zip(to_insert, results, strict=True):
-        if result.ok:
+        if result.ok and entry.item.id in refreshed:
+            outcome.updated += 1
+        elif result.ok:
             outcome.inserted += 1
         else:
             reason = f"{result.code.name}: {result.message}"
@@ -487,26 +520,40 @@ def ingest(
     options: IngestOptions,
     warn: Callable[[str], None] = lambda message: None,
     progress: Callable[[int, int], None] = lambda done, inserted: None,
+    report: IngestReport | None = None,
 ) -> IngestReport:
     """Index `files`; batches run `options.concurrency` at a time.
 
     `progress(done, inserted)` is called on the caller's thread with the
     number of files handled (of `len(files)`) and inserted since the last
     call. Errors of a
-    whole request (the service down) propagate after in-flight batches end.
+    whole request (the service down) propagate after in-flight batches end;
+    pass `report` to keep what the run did until then (it is filled in place,
+    the batches that finished included).
     """
-    report = IngestReport()
+    report = report if report is not None else IngestReport()
     started = time.perf_counter()
     seen_ids: set[str] = set()
     in_flight: set[Future[_BatchOutcome]] = set()
 
     def collect(done: set[Future[_BatchOutcome]]) -> None:
+        """Count every finished batch; then raise the first batch's error, if any."""
+        error: BaseException | None = None
         for future in done:
+            if future.cancelled():
+                continue
+            if future.exception() is not None:
+                error = error or future.exception()
+                continue
             outcome = future.result()
             report.inserted += outcome.inserted
             report.skipped += outcome.skipped
+            report.stale += outcome.stale
+            report.updated += outcome.updated
             report.failed.extend(outcome.failed)
             progress(outcome.done, outcome.inserted)
+        if error is not None:
+            raise error
 
     with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
         try:
@@ -522,14 +569,20 @@ def ingest(
                 # Files not sent (non-images, unreadable, duplicates) are done now.
                 progress(consumed - len(unique), 0)
                 if unique:
-                    in_flight.add(pool.submit(_run_batch, client, unique))
+                    in_flight.add(pool.submit(_run_batch, client, unique, options.update))
                 if len(in_flight) >= options.concurrency:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     collect(done)
             done, in_flight = wait(in_flight)
             collect(done)
-        finally:
+        except BaseException:
             for future in in_flight:
                 future.cancel()
-    report.elapsed_s = time.perf_counter() - started
+            wait(in_flight)
+            # What the batches still in flight did counts too; the first error wins.
+            with contextlib.suppress(BaseException):
+                collect(in_flight)
+            raise
+        finally:
+            report.elapsed_s = time.perf_counter() - started
     return report

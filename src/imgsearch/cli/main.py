@@ -33,7 +33,13 @@ from rich.text import Text
 
 from imgsearch.cli import html as html_page
 from imgsearch.cli.evaluate import eval_command
-from imgsearch.cli.ingest import IngestOptions, PathNotFoundError, discover, ingest
+from imgsearch.cli.ingest import (
+    IngestOptions,
+    IngestReport,
+    PathNotFoundError,
+    discover,
+    ingest,
+)
 from imgsearch.cli.token import token_app
 from imgsearch.client import (
     ADDRESS_ENV,
@@ -47,7 +53,7 @@ from imgsearch.common import errors
 from imgsearch.common.settings import ConfigurationError
 from imgsearch.filenames import escape_name
 from imgsearch.secure_stack import SecureFiles
-from imgsearch.stack import LocalStack, StackConfig, StackError
+from imgsearch.stack import LocalStack, StackConfig, StackError, StackUsageError
 
 app = typer.Typer(
     name="imgsearch",
@@ -95,8 +101,27 @@ def _fail_for(exc: errors.ImgsearchError) -> NoReturn:
     fail(exc.message, EXIT_FAILED)
 
 
+# host:port, [IPv6]:port, or a gRPC target with its scheme (dns:///..., unix:...).
+_ADDRESS_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@]+):(\d{1,5})\Z")
+_GRPC_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:")
+
+
+def _check_address(address: str) -> None:
+    """A usage error (exit 2) unless `address` is host:port or a gRPC target."""
+    if address.startswith(_GRPC_TARGET_SCHEMES):
+        return
+    match = _ADDRESS_RE.match(address)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        fail(
+            f"bad --address {escape_name(address)!r}: expected host:port of the Search service"
+            " (e.g. 127.0.0.1:50051 or [::1]:50051), without a scheme such as http://",
+            EXIT_USAGE,
+        )
+
+
 def _client(ctx: typer.Context, insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S) -> Client:
     options: _Options = ctx.obj
+    _check_address(options.address)
     try:
         return Client(
             options.address,
@@ -111,6 +136,20 @@ def _client(ctx: typer.Context, insert_timeout: float = DEFAULT_INSERT_TIMEOUT_S
         )
     except ConfigurationError as exc:
         fail(str(exc), EXIT_USAGE)
+
+
+def check_output_file(path: Path | None, option: str = "--html") -> None:
+    """Fail now (exit 2, one line) when `path` cannot be written, rather than after the work."""
+    if path is None:
+        return
+    shown = escape_name(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        fail(f"cannot write {option} {shown}: it is a folder", EXIT_USAGE)
+    if not folder.is_dir():
+        fail(f"cannot write {option} {shown}: no folder {escape_name(folder)}", EXIT_USAGE)
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        fail(f"cannot write {option} {shown}: permission denied", EXIT_USAGE)
 
 
 def _safe_output() -> None:
@@ -212,6 +251,16 @@ app.add_typer(token_app, name="token")
 _NOT_LABEL_TEXT = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
 
 
+# Label keys, as Search checks them (Item.labels in search.proto).
+_LABEL_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+LABEL_KEY_RULE = "a key is a letter or _, then letters, digits or _ (at most 64)"
+
+
+def _check_label_key(key: str, option: str, shown: str) -> None:
+    if not _LABEL_KEY_RE.match(key):
+        fail(f"bad {option} {shown!r}: {LABEL_KEY_RULE}", EXIT_USAGE)
+
+
 def _parse_labels(pairs: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in pairs:
@@ -219,6 +268,7 @@ def _parse_labels(pairs: list[str]) -> dict[str, str]:
         shown = escape_name(pair)
         if not sep or not key:
             fail(f"bad --label {shown!r}: expected KEY=VALUE", EXIT_USAGE)
+        _check_label_key(key, "--label", shown)
         if _NOT_LABEL_TEXT.search(pair):
             fail(
                 f"bad --label {shown!r}: labels are UTF-8 text without control characters",
@@ -264,11 +314,21 @@ def ingest_command(
             help="Deadline of each Insert request (one batch, retries included), seconds.",
         ),
     ] = DEFAULT_INSERT_TIMEOUT_S,
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Re-insert already indexed images whose stored labels or uri differ, so"
+            " this run's --label/--folder-label and uri apply (without it they keep theirs).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Index images: skips non-images, re-runs skip what is already indexed."""
+    """Index images: skips non-images, re-runs skip what is already indexed (see --update)."""
     if id_from not in ("hash", "path"):
         fail(f"bad --id-from {id_from!r}: expected 'hash' or 'path'", EXIT_USAGE)
+    if folder_label is not None:
+        _check_label_key(folder_label, "--folder-label", escape_name(folder_label))
 
     def warn(message: str) -> None:
         _err.print(f"warning: {message}", markup=False)
@@ -283,6 +343,7 @@ def ingest_command(
         folder_label=folder_label,
         batch_size=batch_size,
         concurrency=concurrency,
+        update=update,
     )
     show_progress = not as_json and _err.is_terminal
     with (
@@ -307,26 +368,43 @@ def ingest_command(
             elapsed = max(bar.get_time() - started, 1e-6)
             bar.update(task, advance=done, rate=f"{inserted_so_far / elapsed:.1f} images/s")
 
+        report = IngestReport()
         try:
-            report = ingest(client, files, options, warn=warn, progress=advance)
+            ingest(client, files, options, warn=warn, progress=advance, report=report)
         except errors.ImgsearchError as exc:
+            # The run stopped (the service went away...): say what it did first.
+            bar.stop()
+            _print_ingest_report(report, as_json, stopped=exc.message)
             _fail_for(exc)
 
-    if as_json:
-        _print_json(report.to_dict())
-    else:
-        _out.print(
-            f"inserted {report.inserted}, skipped {report.skipped} already indexed"
-            f" ({report.duplicates} duplicates in this run), {len(report.not_images)} not images,"
-            f" {len(report.not_regular)} not regular files,"
-            f" failed {len(report.failed)}; {report.elapsed_s:.1f} s,"
-            f" {report.images_per_s:.1f} images/s",
-            markup=False,
-        )
-        for failure in report.failed:
-            _out.print(f"  failed: {failure.path}: {failure.reason}", markup=False)
+    _print_ingest_report(report, as_json)
     if report.failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_ingest_report(report: IngestReport, as_json: bool, stopped: str = "") -> None:
+    """The summary of an ingest run (JSON or one line, then the failures and a hint)."""
+    if as_json:
+        _print_json({**report.to_dict(), **({"stopped": stopped} if stopped else {})})
+        return
+    updated = f", updated {report.updated}" if report.updated else ""
+    _out.print(
+        ("stopped early: " if stopped else "")
+        + f"inserted {report.inserted}{updated}, skipped {report.skipped} already indexed"
+        f" ({report.duplicates} duplicates in this run), {len(report.not_images)} not images,"
+        f" {len(report.not_regular)} not regular files,"
+        f" failed {len(report.failed)}; {report.elapsed_s:.1f} s,"
+        f" {report.images_per_s:.1f} images/s",
+        markup=False,
+    )
+    for failure in report.failed:
+        _out.print(f"  failed: {failure.path}: {failure.reason}", markup=False)
+    if report.stale:
+        _err.print(
+            f"note: {report.stale} skipped items keep their stored labels and uri, which differ"
+            " from this run's; add --update to apply the new ones",
+            markup=False,
+        )
 
 
 # --- search
@@ -365,6 +443,7 @@ def search_command(
             query_bytes = read_image(image)
         except OSError as exc:
             fail(f"cannot read {escape_name(image)}: {exc.strerror or exc}", EXIT_USAGE)
+    check_output_file(html_file)
     with _client(ctx) as client:
         try:
             if query_bytes is not None:
@@ -596,6 +675,8 @@ def up_command(
     try:
         try:
             addresses = stack.start()
+        except StackUsageError as exc:
+            fail(str(exc), EXIT_USAGE)
         except StackError as exc:
             if stack.stop_requested.is_set():
                 _err.print("imgsearch up: stopped during start-up", markup=False)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import inspect
 import logging
 import signal
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -34,6 +36,7 @@ from imgsearch.common.errors import (
 )
 from imgsearch.common.logs import request_id_var
 from imgsearch.common.metrics import RpcMetrics
+from imgsearch.common.settings import ConfigurationError
 
 REQUEST_ID_HEADER = "x-request-id"
 # Calls gRPC itself admits beyond the service limit: room for probes (kubelet,
@@ -365,6 +368,7 @@ def create_grpc_server(
         # Embedder through a headless Service) discover pods added by a scale-up.
         ("grpc.max_connection_age_ms", 300_000),
         ("grpc.max_connection_age_grace_ms", 30_000),
+        *EXCLUSIVE_PORT_OPTIONS,
     ]
     chain = list(interceptors)
     transport_limit = None
@@ -395,13 +399,61 @@ def create_grpc_server(
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(service_names, server)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        raise OSError(f"could not bind gRPC server to {address}")
+    port = bind_port(server, address, credentials, "gRPC")
     return server, port
+
+
+# gRPC turns SO_REUSEPORT on by default: a second server on a port already in
+# use would then start and share the port, splitting clients between the two.
+EXCLUSIVE_PORT_OPTIONS = (("grpc.so_reuseport", 0),)
+
+
+def bind_port(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None = None,
+    what: str = "gRPC",
+) -> int:
+    """Add `address` to `server` (built with `EXCLUSIVE_PORT_OPTIONS`); returns the port.
+
+    Raises ConfigurationError, one line naming the address and the reason
+    (e.g. "Address already in use"), when the port cannot be bound.
+    """
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio: "Failed to bind to address ..."
+        port = 0
+    if port == 0:
+        raise ConfigurationError(
+            f"cannot listen on {address} ({what}):"
+            f" {bind_error(address) or 'the address could not be bound'}"
+        )
+    return port
+
+
+def bind_error(address: str) -> str | None:
+    """Why `address` (host:port) cannot be bound now, as the OS says it; None if it can.
+
+    Used to explain gRPC's bare "Failed to bind", and by `imgsearch up` to refuse
+    a taken port before starting anything.
+    """
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+        family, kind, proto, _, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+    except (OSError, ValueError, IndexError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        if getattr(error, "errno", None) == errno.EADDRINUSE:
+            return f"{reason} (another process listens on port {port_text})"
+        return reason
+    return None
 
 
 async def wait_for_termination_signal() -> signal.Signals:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -179,8 +180,11 @@ def _input_errors(where: str, what: str, max_image_pixels: int) -> Iterator[None
     except (InvalidArgumentError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own text quotes its limit (twice ours, for the error): name only ours.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "the image"
         raise InvalidArgumentError(
-            f"{where}: image exceeds the pixel limit of {max_image_pixels} ({exc})"
+            f"{where}: {size} exceeds the limit of {max_image_pixels} pixels"
         ) from None
     except Exception as exc:  # noqa: BLE001 -- malformed input makes decoders raise anything
         if not isinstance(exc, OSError | ValueError | SyntaxError | EOFError):

@@ -12,6 +12,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from imgsearch.common.settings import ConfigurationError
+
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -54,6 +56,15 @@ class MetricsServer:
 
 
 def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
-    """Serve `registry` on http://host:port/metrics (port 0 picks a free port)."""
-    httpd, thread = start_http_server(port, addr=host, registry=registry)
+    """Serve `registry` on http://host:port/metrics (port 0 picks a free port).
+
+    Raises ConfigurationError, naming the address and the reason, when the
+    port cannot be bound (e.g. already in use).
+    """
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port} (metrics): {error.strerror or error}"
+        ) from None
     return MetricsServer(httpd=httpd, thread=thread)

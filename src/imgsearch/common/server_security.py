@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from imgsearch.common.auth import AuthInterceptor, AuthMetrics, PrincipalStore
-from imgsearch.common.grpc_runtime import HealthState
+from imgsearch.common.grpc_runtime import EXCLUSIVE_PORT_OPTIONS, HealthState, bind_port
 from imgsearch.common.settings import ConfigurationError, ServerSettings
 from imgsearch.common.tls import ServerCertificates, server_credentials
 
@@ -35,11 +35,9 @@ class HealthProbeServer:
     """A plaintext gRPC server with only `grpc.health.v1`, sharing the main server's status."""
 
     def __init__(self, address: str, health_state: HealthState) -> None:
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(options=EXCLUSIVE_PORT_OPTIONS)
         health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, self.server)
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise ConfigurationError(f"could not bind the health probe port {address}")
+        self.port = bind_port(self.server, address, what="health probe")
 
     async def start(self) -> None:
         await self.server.start()

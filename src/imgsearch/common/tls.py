@@ -186,6 +186,8 @@ def channel_credentials(
     Raises SecretFileError / TlsConfigurationError naming the file when one is unusable.
     """
     roots = read_bytes(ca_file, "TLS CA bundle") if ca_file is not None else None
+    if roots is not None:
+        _check_ca_bundle(roots, ca_file)
     if (certificate_file is None) != (key_file is None):
         raise TlsConfigurationError(
             "a client certificate needs both its certificate file and its key file"
@@ -198,6 +200,17 @@ def channel_credentials(
     return grpc.ssl_channel_credentials(
         root_certificates=roots, private_key=key, certificate_chain=chain
     )
+
+
+def _check_ca_bundle(pem: bytes, ca_file: Path | None) -> None:
+    """TlsConfigurationError unless `pem` holds PEM certificates (gRPC only logs a failure)."""
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise TlsConfigurationError(
+            f"TLS CA bundle {ca_file} holds no PEM certificate"
+            " (expected -----BEGIN CERTIFICATE----- blocks)"
+        ) from None
 
 
 def peer_certificate_names(auth_context: dict[str, list[bytes]]) -> list[str]:

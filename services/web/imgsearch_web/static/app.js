@@ -114,6 +114,38 @@ function labelsText(labels) {
     .join(", ");
 }
 
+// The file name at the end of a uri, for display: percent-encoded characters are decoded
+// ("name%20with%20spaces.jpg" -> "name with spaces.jpg"). Bytes that are not UTF-8, control
+// characters and path separators stay encoded. The stored uri and id are never changed.
+function displayName(uri) {
+  const last = (uri || "").split(/[\\/]/).pop();
+  return last.replace(/(?:%[0-9A-Fa-f]{2})+/g, decodeEscapes);
+}
+
+// Decode a run of %XX escapes one UTF-8 character (1 to 4 escapes) at a time.
+function decodeEscapes(run) {
+  let out = "";
+  for (let at = 0; at < run.length; ) {
+    const lead = parseInt(run.slice(at + 1, at + 3), 16);
+    const size = lead < 0x80 ? 1 : lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    const escapes = run.slice(at, at + 3 * size);
+    let text = null;
+    try {
+      text = decodeURIComponent(escapes);
+    } catch {
+      text = null; // not UTF-8
+    }
+    if (text === null || /[\u0000-\u001f\u007f-\u009f/\\]/.test(text)) {
+      out += run.slice(at, at + 3); // this escape stays as it is
+      at += 3;
+    } else {
+      out += text;
+      at += escapes.length;
+    }
+  }
+  return out;
+}
+
 // A tile: thumbnail, optional score, id, labels; clicking it runs "more like this".
 function tile(item, score) {
   const figure = document.createElement("figure");
@@ -129,7 +161,7 @@ function tile(item, score) {
     s.textContent = score.toFixed(4);
     caption.append(s);
   }
-  const name = (item.uri || "").split(/[\\/]/).pop();
+  const name = displayName(item.uri);
   if (name && name !== item.id) {
     const n = document.createElement("span");
     n.className = "name";
