@@ -18,11 +18,17 @@ Its lifecycle, as measured on Milvus 2.3.5 (see docs/search.md):
   then stops the server in well under a second. Milvus 2.3.5 then panics
   closing its embedded etcd client, after it has logged `CLEAN_EXIT_LINE`:
   that exit (SIGABRT) is a clean stop.
-- Restart: a stopped server's sessions stay registered in etcd until their
-  lease expires (`common.session.ttl`, 30 s by default), and until then the
-  new server's time ticks stall, and with them every write and every Strong
-  read: measured as a 22 s wait on the first `count(*)` after a restart.
-  `CONFIG_OVERRIDES` shortens the lease.
+- Restart: a stopped server's sessions stay registered in its embedded etcd
+  until their lease expires (Milvus 2.3.5 does not revoke them on SIGTERM;
+  `common.session.ttl`, 30 s by default, counted again from etcd's start).
+  Until then the new coordinators cannot register (rootcoord, datacoord and
+  querycoord sessions are exclusive) and the other components retry the
+  stopped server's addresses with a growing back-off: measured as 25 s of a
+  31 s restart on an empty collection. `revoke_stale_sessions()`, called by
+  the readiness probe, revokes the leases of sessions whose server id is
+  older than the running server's, through etcd's JSON gateway on the port
+  given by `--etcd-port`; `CONFIG_OVERRIDES` shortens the lease and the
+  back-off as a second line.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ CONFIG_OVERRIDES: dict[str, str] = {
     # Sessions of a stopped server block the next one's time ticks until their
     # lease ends: 10 s instead of 30 (the lease is renewed every few seconds).
     "common.session.ttl": "10",
+    # Internal gRPC clients retry with a back-off doubling up to this (default
+    # 10 s): after a restart they first dial the stopped server's addresses,
+    # and a 10 s sleep outlived the stale sessions by that much.
+    "grpc.client.maxBackoff": "2",
     # Milvus force-quits a graceful stop that takes longer than this (default 1800 s).
     "common.gracefulStopTimeout": "10",
     # A query node's stop waits this long for its segments to move elsewhere;
@@ -167,7 +177,11 @@ def _etcd_config(path: Path, client_port: int, peer_port: int) -> None:
 
 
 def exec_server(
-    data_dir: Path, port: int, metrics_port: int, secure_dir: Path | None = None
+    data_dir: Path,
+    port: int,
+    metrics_port: int,
+    secure_dir: Path | None = None,
+    etcd_port: int | None = None,
 ) -> None:
     """Write the configuration of a Milvus standalone server under `data_dir` and exec it.
 
@@ -201,6 +215,8 @@ def exec_server(
     port_keys = [key for key in config.configurable_items if key.endswith("_port")]
     config.configs.update(zip(port_keys, _free_ports(len(port_keys)), strict=True))
     config.configs.update(data_dir=str(data_dir), proxy_port=port)
+    if etcd_port is not None:
+        config.configs.update(etcd_port=etcd_port)
     if secure_dir is not None:
         # Items of the package's config template (set() ignores a value of the wrong type).
         config.set("tls_mode", 1)
@@ -260,6 +276,89 @@ def answers(port: int, metrics_port: int, timeout_s: float = 2.0) -> bool:
         return False
 
 
+# Where Milvus 2.3 keeps its sessions in etcd (`etcd.rootPath`/meta/session/).
+SESSION_PREFIX = "by-dev/meta/session/"
+
+
+def _etcd_call(etcd_port: int, path: str, body: Mapping[str, Any], timeout_s: float) -> Any:
+    """POST `body` to etcd's JSON gateway (`/v3/...`) on loopback; its JSON reply."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{etcd_port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as reply:  # noqa: S310
+        return json.loads(reply.read() or b"{}")
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def stale_session_leases(sessions: Mapping[str, bytes]) -> dict[str, int]:
+    """The leases of sessions left by an earlier server, by session key.
+
+    `sessions` maps each key under SESSION_PREFIX to its value: the `id` key
+    holds the next server id (each start takes one: the running server's id
+    is the one below it); every other value is a session's JSON, with its
+    `ServerID` and `LeaseID`. A session of an older server id belongs to a
+    stopped server (standalone runs one server at a time on its data
+    directory); none is returned until a session of the running server is
+    registered, so a session of the running server is never returned.
+    """
+    import json
+
+    try:
+        running = int(sessions[SESSION_PREFIX + "id"]) - 1
+    except (KeyError, ValueError):
+        return {}
+    found: dict[str, tuple[int, int]] = {}
+    for key, raw in sessions.items():
+        try:
+            value = json.loads(raw)
+            found[key] = (int(value["ServerID"]), int(value["LeaseID"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # the `id` key, or not a session
+    if not any(server == running for server, _ in found.values()):
+        return {}
+    return {key: lease for key, (server, lease) in found.items() if server < running}
+
+
+def revoke_stale_sessions(etcd_port: int, timeout_s: float = 2.0) -> list[str]:
+    """Revoke the etcd leases of sessions a stopped Milvus left behind; the keys revoked.
+
+    See the module docstring (Restart) and `stale_session_leases`. Returns []
+    when etcd does not answer yet or nothing is stale.
+    """
+    import base64
+    import urllib.error
+
+    prefix = SESSION_PREFIX.encode()
+    range_end = prefix[:-1] + bytes([prefix[-1] + 1])
+    try:
+        reply = _etcd_call(
+            etcd_port,
+            "/v3/kv/range",
+            {"key": _b64(SESSION_PREFIX), "range_end": base64.b64encode(range_end).decode()},
+            timeout_s,
+        )
+        sessions = {
+            base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+            for kv in reply.get("kvs", [])
+        }
+        stale = stale_session_leases(sessions)
+        for lease in set(stale.values()):
+            _etcd_call(etcd_port, "/v3/lease/revoke", {"ID": str(lease)}, timeout_s)
+    except (OSError, urllib.error.URLError, ValueError):
+        return []
+    return sorted(stale)
+
+
 def prepare_stop(uri: str, timeout_s: float = 30.0, **client_options: Any) -> list[str]:
     """Flush every collection of every database, then release the loaded ones.
 
@@ -304,9 +403,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--secure-dir", type=Path, default=None, help="TLS and auth (up --secure)")
+    parser.add_argument("--etcd-port", type=int, default=None, help="the embedded etcd's port")
     args = parser.parse_args(argv)
     secure_dir = args.secure_dir.resolve() if args.secure_dir else None
-    exec_server(args.data_dir.resolve(), args.port, args.metrics_port, secure_dir)
+    exec_server(args.data_dir.resolve(), args.port, args.metrics_port, secure_dir, args.etcd_port)
 
 
 if __name__ == "__main__":

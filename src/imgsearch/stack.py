@@ -369,16 +369,20 @@ class LocalStack:
         if config.secure:
             self.secure = SecureFiles.prepare(self.data_dir / "secure", [connect_host])
 
-        # Storage and the Embedder start together; Search needs all three.
+        # Every service starts at once: Search retries the Embedder and Milvus
+        # until they answer (its startup_timeout_s), so its own start-up (imports,
+        # connections) overlaps theirs instead of following them. The Embedder's
+        # port is chosen here, since Search must be told it.
         redis_url = config.redis_url or self._start_redis()
         milvus_uri = config.milvus_uri or self._start_milvus()
+        embedder_address = f"{connect_host}:{config.embedder_port or free_port()}"
         embedder = self._spawn(
             ChildSpec(
                 name="embedder",
                 argv=[config.python, "-m", "imgsearch_embedder"],
                 env={
                     "EMBEDDER_HOST": config.host,
-                    "EMBEDDER_PORT": str(config.embedder_port),
+                    "EMBEDDER_PORT": embedder_address.rsplit(":", 1)[1],
                     "EMBEDDER_METRICS_HOST": "127.0.0.1",
                     "EMBEDDER_METRICS_PORT": "0",
                     **self._security_env("embedder", milvus_uri),
@@ -387,12 +391,6 @@ class LocalStack:
                 ready_line=r"embedder listening on (\S+):(\d+)",
             )
         )
-        for child in self.children:
-            self._wait_ready(child, deadline)
-        assert embedder.ready_match is not None
-        embedder_address = f"{connect_host}:{embedder.ready_match.group(2)}"
-        self._wait_grpc_serving(embedder, embedder_address, deadline)
-
         search = self._spawn(
             ChildSpec(
                 name="search",
@@ -411,7 +409,9 @@ class LocalStack:
                 ready_line=r"search listening on (\S+):(\d+)",
             )
         )
-        self._wait_ready(search, deadline)
+        for child in self.children:
+            self._wait_ready(child, deadline)
+        self._wait_grpc_serving(embedder, embedder_address, deadline)
         assert search.ready_match is not None
         search_address = f"{connect_host}:{search.ready_match.group(2)}"
         self._wait_grpc_serving(search, search_address, deadline)
@@ -672,10 +672,13 @@ def _standalone_spec(
     With `secure` (`imgsearch up --secure`) it serves TLS and requires the
     generated root password, which the readiness probe sets on first start.
     """
-    metrics_port = free_port()
+    metrics_port, etcd_port = free_port(), free_port()
     uri = f"{'https' if secure else 'http'}://127.0.0.1:{port}"
 
     def ready() -> bool:
+        # Sessions of the previous run on this data directory block the start
+        # until their lease ends (milvus_standalone's docstring): end them now.
+        milvus_standalone.revoke_stale_sessions(etcd_port)
         if secure is None:
             return milvus_standalone.answers(port, metrics_port)
         return milvus_standalone.healthz(metrics_port) and _milvus_secured(uri, secure)
@@ -694,7 +697,8 @@ def _standalone_spec(
         return f"flushed and released {len(flushed)} collections"
 
     argv = [config.python, "-m", "imgsearch.milvus_standalone", "--data-dir", str(data_dir),
-            "--port", str(port), "--metrics-port", str(metrics_port)]  # fmt: skip
+            "--port", str(port), "--metrics-port", str(metrics_port),
+            "--etcd-port", str(etcd_port)]  # fmt: skip
     if secure is not None:
         argv += ["--secure-dir", str(secure.directory)]
     spec = ChildSpec(

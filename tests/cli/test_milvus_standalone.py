@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import milvus
 import pytest
 import yaml
 
-from imgsearch.milvus_standalone import CONFIG_OVERRIDES, override_yaml
+from imgsearch.milvus_standalone import (
+    CONFIG_OVERRIDES,
+    SESSION_PREFIX,
+    override_yaml,
+    revoke_stale_sessions,
+    stale_session_leases,
+)
 
 TEMPLATE = Path(milvus.__file__).parent / "data" / "config.yaml.template"
 
@@ -57,3 +64,50 @@ def test_a_missing_leaf_is_added_to_its_section_and_nested_keys_are_found() -> N
 def test_a_missing_section_is_an_error_not_a_new_section(dotted: str) -> None:
     with pytest.raises(KeyError, match=dotted.rsplit(".", 1)[0] if "." in dotted else dotted):
         override_yaml("a:\n  b: 1\n", {dotted: "1"})
+
+
+def _session(server: int, lease: int, name: str = "querynode") -> bytes:
+    return json.dumps({"ServerID": server, "ServerName": name, "LeaseID": lease}).encode()
+
+
+def test_sessions_of_a_stopped_server_are_stale_once_the_running_one_registers() -> None:
+    prefix = SESSION_PREFIX
+    stopped = {
+        prefix + "rootcoord": _session(3, 30, "rootcoord"),
+        prefix + "querynode-3": _session(3, 31),
+    }
+    # The new server has taken id 4 (the `id` key holds the next one) but
+    # registered nothing yet: nothing is known to be stale.
+    assert stale_session_leases({prefix + "id": b"5", **stopped}) == {}
+    # Before the new server took its id, the stopped server's sessions look current.
+    assert stale_session_leases({prefix + "id": b"4", **stopped}) == {}
+    running = {**stopped, prefix + "id": b"5", prefix + "indexnode-4": _session(4, 40)}
+    assert stale_session_leases(running) == {
+        prefix + "rootcoord": 30,
+        prefix + "querynode-3": 31,
+    }
+
+
+@pytest.mark.parametrize("id_value", [b"", b"x", None])
+def test_no_usable_server_id_means_nothing_is_revoked(id_value: bytes | None) -> None:
+    sessions = {SESSION_PREFIX + "querynode-1": _session(1, 10)}
+    if id_value is not None:
+        sessions[SESSION_PREFIX + "id"] = id_value
+    assert stale_session_leases(sessions) == {}
+
+
+def test_values_that_are_not_sessions_are_ignored() -> None:
+    sessions = {
+        SESSION_PREFIX + "id": b"3",
+        SESSION_PREFIX + "proxy-2": _session(2, 20, "proxy"),
+        SESSION_PREFIX + "garbage": b"{not json",
+        SESSION_PREFIX + "nolease": json.dumps({"ServerID": 1}).encode(),
+        SESSION_PREFIX + "datanode-1": _session(1, 11, "datanode"),
+    }
+    assert stale_session_leases(sessions) == {SESSION_PREFIX + "datanode-1": 11}
+
+
+def test_revoking_without_an_etcd_is_a_no_op() -> None:
+    from imgsearch.stack import free_port
+
+    assert revoke_stale_sessions(free_port(), timeout_s=0.5) == []
