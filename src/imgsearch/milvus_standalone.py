@@ -64,6 +64,11 @@ CONFIG_OVERRIDES: dict[str, str] = {
     # A query node's stop waits this long for its segments to move elsewhere;
     # alone, there is nowhere to move them (default 30 s, and it then hung).
     "queryNode.gracefulStopTimeout": "3",
+    # Rows not yet in a built index (growing segments, and sealed ones until the
+    # query node serves their HNSW index) are searched through an interim
+    # IVF index of 128 lists. Probing 16 of them (the default) gave recall@10
+    # 0.96 against exact search at 10,000 1280-d items; 32: 0.979; 64: 0.988.
+    "queryNode.segcore.interimIndex.nprobe": "64",
     # Every internal component on loopback: nothing is reachable from the
     # network, and a restart on another network still finds its own sessions.
     "rootCoord.ip": "127.0.0.1",
