@@ -320,7 +320,13 @@ class IngestOptions:
     batch_size: int = 32
     max_batch_bytes: int = 16 * 1024 * 1024
     max_file_bytes: int = 32 * 1024 * 1024
-    concurrency: int = 2
+    # Requests in flight: while some wait on their Get or Milvus upsert, the
+    # others keep the Embedder's queue full (the benchmark's Embedder-alone
+    # figure has 4 calls of 32 in flight). Measured with 2 under load: the
+    # Embedder had an Embed call in flight 99.9% of the ingest (2+ for 95%);
+    # Search, the CLI and Redis used 1.1 CPU-s per 256 images against the
+    # Embedder's 28.7 (docs/search.md, Ingest throughput).
+    concurrency: int = 4
     # Re-insert already indexed items whose stored labels or uri differ (upsert).
     update: bool = False
 

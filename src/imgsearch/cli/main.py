@@ -304,7 +304,7 @@ def ingest_command(
     ] = 32,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=16, help="Insert requests in flight.")
-    ] = 2,
+    ] = 4,
     insert_timeout: Annotated[
         float,
         typer.Option(
