@@ -60,7 +60,9 @@ CONFIG_OVERRIDES: dict[str, str] = {
     # and a 10 s sleep outlived the stale sessions by that much.
     "grpc.client.maxBackoff": "2",
     # Milvus force-quits a graceful stop that takes longer than this (default 1800 s).
-    "common.gracefulStopTimeout": "10",
+    # `up` flushes and releases every collection first, so nothing acknowledged is
+    # left in memory; with 100,000 items loaded its stop reached the 10 s bound.
+    "common.gracefulStopTimeout": "5",
     # A query node's stop waits this long for its segments to move elsewhere;
     # alone, there is nowhere to move them (default 30 s, and it then hung).
     "queryNode.gracefulStopTimeout": "3",

@@ -648,20 +648,45 @@ class LocalStack:
         return None
 
     def stop(self) -> dict[str, int]:
-        """Stop every child, the last started first; returns each one's exit code."""
+        """Stop every child; returns each one's exit code.
+
+        The callers inside the stack (web, then Search) stop first, the last
+        started first, so nothing new reaches the back ends; then the back ends
+        (Embedder, Milvus, Redis), which no longer have a caller, stop together
+        (Milvus's flush and stop dominate; the others need not wait for it).
+        """
         codes: dict[str, int] = {}
-        for child in reversed(self.children):
-            if child.exit_code() is None:
-                self.announce(f"stopping {child.name}")
-            timeout = child.spec.stop_timeout_s
-            codes[child.name] = child.stop(
-                self.config.stop_timeout_s if timeout is None else timeout
-            )
+        callers = [child for child in self.children if child.name in _CALLERS]
+        backends = [child for child in self.children if child.name not in _CALLERS]
+        for child in reversed(callers):
+            codes[child.name] = self._stop_child(child)
+
+        def stop_backend(child: Child) -> None:
+            codes[child.name] = self._stop_child(child)
+
+        threads = [
+            threading.Thread(target=stop_backend, args=(child,), name=f"stop-{child.name}")
+            for child in reversed(backends)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         self.children.clear()
         if self.data_lock is not None and self._given_lock is None:
             self.data_lock.release()
             self.data_lock = None
         return codes
+
+    def _stop_child(self, child: Child) -> int:
+        if child.exit_code() is None:
+            self.announce(f"stopping {child.name}")
+        timeout = child.spec.stop_timeout_s
+        return child.stop(self.config.stop_timeout_s if timeout is None else timeout)
+
+
+# Children that call the others: stopped first, so the back ends see no new work.
+_CALLERS = frozenset({"web", "search"})
 
 
 def _standalone_spec(
