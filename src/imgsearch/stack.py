@@ -662,7 +662,11 @@ class LocalStack:
             codes[child.name] = self._stop_child(child)
 
         def stop_backend(child: Child) -> None:
-            codes[child.name] = self._stop_child(child)
+            codes[child.name] = self._stop_child(child, announced=True)
+
+        for child in reversed(backends):  # announced here: one line each, in order
+            if child.exit_code() is None:
+                self.announce(f"stopping {child.name}")
 
         threads = [
             threading.Thread(target=stop_backend, args=(child,), name=f"stop-{child.name}")
@@ -678,8 +682,8 @@ class LocalStack:
             self.data_lock = None
         return codes
 
-    def _stop_child(self, child: Child) -> int:
-        if child.exit_code() is None:
+    def _stop_child(self, child: Child, *, announced: bool = False) -> int:
+        if not announced and child.exit_code() is None:
             self.announce(f"stopping {child.name}")
         timeout = child.spec.stop_timeout_s
         return child.stop(self.config.stop_timeout_s if timeout is None else timeout)
