@@ -40,7 +40,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,13 +160,24 @@ def binary_dir(version: str) -> Path:
     return cache / "bin"
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports that were free a moment ago, chosen by the kernel."""
+def _free_ports(count: int, exclude: Iterable[int] = ()) -> list[int]:
+    """`count` distinct TCP ports that were free a moment ago, chosen by the kernel.
+
+    None is in `exclude`: ports already promised to another listener that has
+    not bound them yet (the kernel would hand such a port out again; once, the
+    embedded etcd's peer port was the proxy's own, and Milvus never answered).
+    """
+    taken = set(exclude)
+    chosen: list[int] = []
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
+        while len(chosen) < count:
+            sock = stack.enter_context(socket.socket())  # held until all are chosen
             sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                chosen.append(port)
+    return chosen
 
 
 def _etcd_config(path: Path, client_port: int, peer_port: int) -> None:
@@ -220,7 +231,8 @@ def exec_server(
     # servers starting at the same moment on one machine pick the same ones
     # and one dies with "address already in use": let the kernel choose.
     port_keys = [key for key in config.configurable_items if key.endswith("_port")]
-    config.configs.update(zip(port_keys, _free_ports(len(port_keys)), strict=True))
+    promised = {port, metrics_port} | ({etcd_port} if etcd_port is not None else set())
+    config.configs.update(zip(port_keys, _free_ports(len(port_keys), promised), strict=True))
     config.configs.update(data_dir=str(data_dir), proxy_port=port)
     if etcd_port is not None:
         config.configs.update(etcd_port=etcd_port)
@@ -239,7 +251,8 @@ def exec_server(
         encoding="utf-8",
     )
     etcd_yaml = base / "configs" / "embedEtcd.yaml"
-    _etcd_config(etcd_yaml, int(config.get("etcd_port")), _free_ports(1)[0])
+    in_use = promised | {int(config.get(key)) for key in port_keys}
+    _etcd_config(etcd_yaml, int(config.get("etcd_port")), _free_ports(1, in_use)[0])
     binary = binary_dir(milvus.__version__) / "milvus"
     env = {
         **os.environ,

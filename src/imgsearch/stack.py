@@ -74,11 +74,22 @@ class StackUsageError(StackError):
     """The stack cannot start as asked: its data folder or a chosen port is unusable or in use."""
 
 
+_PROMISED_PORTS: set[int] = set()  # handed out by free_port() in this process
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on `host` a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free on `host` a moment ago, never one handed out before.
+
+    A port handed out is not bound until its server starts, so the kernel may
+    offer it again meanwhile; two children told the same port would collide.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PROMISED_PORTS:
+            _PROMISED_PORTS.add(port)
+            return port
 
 
 def _connect_host(host: str) -> str:

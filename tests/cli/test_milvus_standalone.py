@@ -12,6 +12,7 @@ import yaml
 from imgsearch.milvus_standalone import (
     CONFIG_OVERRIDES,
     SESSION_PREFIX,
+    _free_ports,
     override_yaml,
     revoke_stale_sessions,
     stale_session_leases,
@@ -115,3 +116,17 @@ def test_revoking_without_an_etcd_is_a_no_op() -> None:
     from imgsearch.stack import free_port
 
     assert revoke_stale_sessions(free_port(), timeout_s=0.5) == []
+
+
+def test_ports_promised_to_another_listener_are_never_chosen() -> None:
+    """The embedded etcd's peer port once came out equal to the proxy's port."""
+    import socket
+
+    promised: set[int] = set()
+    for _ in range(20):  # ports the kernel just handed out and would hand out again
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            promised.add(int(sock.getsockname()[1]))
+    chosen = _free_ports(200, promised)
+    assert len(set(chosen)) == 200
+    assert not promised & set(chosen)
