@@ -622,25 +622,12 @@ class MilvusStore:
         Keyset pagination on the primary key: the ids of the page are found
         first (`_smallest_ids`), then their rows are read by id.
         """
-        client = self._require_client()
-        fields = self._fields(with_vectors, with_thumbnails)
+        self._fields(with_vectors, with_thumbnails)  # refuses thumbnails of schema 1 first
         ids = await self._smallest_ids(expression, after, limit, timeout_s)
         if not ids:
             return []
-        with self._admitted():
-            rows = await self._run(
-                "the page query",
-                client.query,
-                self._require_info().name,
-                filter=ids_expression(ids),
-                output_fields=fields,
-                limit=len(ids),
-                consistency_level=self._settings.consistency_level,
-                timeout=self._timeout(timeout_s),
-            )
-        page = [_row(row, with_vectors) for row in rows]
-        page.sort(key=lambda row: row.id)
-        return page
+        rows = await self.get(ids, with_vectors, timeout_s, with_thumbnails=with_thumbnails)
+        return sorted(rows.values(), key=lambda row: row.id)
 
     async def _ids(self, expression: str, limit: int | None, timeout_s: float | None) -> list[str]:
         client = self._require_client()
