@@ -670,14 +670,13 @@ class LocalStack:
         callers = [child for child in self.children if child.name in _CALLERS]
         backends = [child for child in self.children if child.name not in _CALLERS]
         for child in reversed(callers):
+            self._announce_stop(child)
             codes[child.name] = self._stop_child(child)
+        for child in reversed(backends):  # announced here: one line each, in order
+            self._announce_stop(child)
 
         def stop_backend(child: Child) -> None:
-            codes[child.name] = self._stop_child(child, announced=True)
-
-        for child in reversed(backends):  # announced here: one line each, in order
-            if child.exit_code() is None:
-                self.announce(f"stopping {child.name}")
+            codes[child.name] = self._stop_child(child)
 
         threads = [
             threading.Thread(target=stop_backend, args=(child,), name=f"stop-{child.name}")
@@ -693,9 +692,11 @@ class LocalStack:
             self.data_lock = None
         return codes
 
-    def _stop_child(self, child: Child, *, announced: bool = False) -> int:
-        if not announced and child.exit_code() is None:
+    def _announce_stop(self, child: Child) -> None:
+        if child.exit_code() is None:
             self.announce(f"stopping {child.name}")
+
+    def _stop_child(self, child: Child) -> int:
         timeout = child.spec.stop_timeout_s
         return child.stop(self.config.stop_timeout_s if timeout is None else timeout)
 
