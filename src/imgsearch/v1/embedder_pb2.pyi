@@ -7,10 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "query_views")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VIEWS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, images: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    query_views: bool
+    def __init__(self, images: _Optional[_Iterable[bytes]] = ..., query_views: _Optional[bool] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model", "fingerprint")
@@ -23,10 +25,26 @@ class EmbedResponse(_message.Message):
     def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("vector",)
+    __slots__ = ("vector", "views")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[View]
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., views: _Optional[_Iterable[_Union[View, _Mapping]]] = ...) -> None: ...
+
+class View(_message.Message):
+    __slots__ = ("kind", "vector", "box", "angle_degrees", "score")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    box: _containers.RepeatedScalarFieldContainer[int]
+    angle_degrees: float
+    score: float
+    def __init__(self, kind: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., box: _Optional[_Iterable[int]] = ..., angle_degrees: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ()

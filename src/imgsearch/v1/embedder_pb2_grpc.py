@@ -58,7 +58,9 @@ class EmbedderServicer:
     """
 
     def Embed(self, request, context):
-        """Embed returns one embedding per input image, in the order of the input.
+        """Embed returns one embedding per input image, in the order of the input;
+        with EmbedRequest.query_views, also the descriptors of views found in
+        each image (Embedding.views).
         Errors: INVALID_ARGUMENT when the request has no images or an image is
         empty, undecodable, truncated or over the pixel limit (the message names
         the image's index); RESOURCE_EXHAUSTED when the request has more images

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19imgsearch/v1/search.proto\x12\x0cimgsearch.v1\"\x8d\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.imgsearch.v1.Item.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\rInsertRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.imgsearch.v1.Item\"7\n\nItemResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"M\n\x0eInsertResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.imgsearch.v1.ItemResult\x12\x10\n\x08inserted\x18\x02 \x01(\r\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xa4\x01\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x02 \x01(\tH\x00\x12&\n\x06vector\x18\x03 \x01(\x0b\x32\x14.imgsearch.v1.VectorH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x16\n\tmin_score\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05queryB\x0c\n\n_min_score\"\x8b\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.imgsearch.v1.Hit.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.imgsearch.v1.Hit\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\"N\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x02 \x01(\x08\x12\x1a\n\x12include_thumbnails\x18\x03 \x01(\x08\"\xf1\x01\n\nStoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x34\n\x06labels\x18\x03 \x03(\x0b\x32$.imgsearch.v1.StoredItem.LabelsEntry\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06vector\x18\x06 \x03(\x02\x12\x11\n\tthumbnail\x18\x07 \x01(\x0c\x12\x1b\n\x13thumbnail_mime_type\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x0bGetResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.imgsearch.v1.StoredItem\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"\x1c\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0e\n\x0cStatsRequest\"\xc5\x01\n\rStatsResponse\x12\x12\n\nitem_count\x18\x01 \x01(\x04\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x13\n\x0bmetric_type\x18\x05 \x01(\t\x12\x12\n\ncache_hits\x18\x06 \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x07 \x01(\x04\x12\x12\n\ncollection\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x61\x63he_available\x18\t \x01(\x08\"`\n\x0bListRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1a\n\x12include_thumbnails\x18\x04 \x01(\x08\"P\n\x0cListResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.imgsearch.v1.StoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Q\n\x15\x46indDuplicatesRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x15\n\rmax_neighbors\x18\x03 \x01(\r\"=\n\x12\x44uplicatesProgress\x12\x12\n\nitems_done\x18\x01 \x01(\x04\x12\x13\n\x0bitems_total\x18\x02 \x01(\x04\"\xbf\x01\n\x0f\x44uplicateMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).imgsearch.v1.DuplicateMember.LabelsEntry\x12\x12\n\nbest_score\x18\x04 \x01(\x02\x12\x15\n\rbest_match_id\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x0e\x44uplicateGroup\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.imgsearch.v1.DuplicateMember\x12\x11\n\tmin_score\x18\x02 \x01(\x02\"f\n\x11\x44uplicatesSummary\x12\x15\n\ritems_scanned\x18\x01 \x01(\x04\x12\x0e\n\x06groups\x18\x02 \x01(\x04\x12\x17\n\x0fitems_in_groups\x18\x03 \x01(\x04\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\"\xba\x01\n\x16\x46indDuplicatesResponse\x12\x34\n\x08progress\x18\x01 \x01(\x0b\x32 .imgsearch.v1.DuplicatesProgressH\x00\x12-\n\x05group\x18\x02 \x01(\x0b\x32\x1c.imgsearch.v1.DuplicateGroupH\x00\x12\x32\n\x07summary\x18\x03 \x01(\x0b\x32\x1f.imgsearch.v1.DuplicatesSummaryH\x00\x42\x07\n\x05\x65vent2\xf3\x03\n\x06Search\x12\x43\n\x06Insert\x12\x1b.imgsearch.v1.InsertRequest\x1a\x1c.imgsearch.v1.InsertResponse\x12\x43\n\x06Search\x12\x1b.imgsearch.v1.SearchRequest\x1a\x1c.imgsearch.v1.SearchResponse\x12:\n\x03Get\x12\x18.imgsearch.v1.GetRequest\x1a\x19.imgsearch.v1.GetResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.imgsearch.v1.DeleteRequest\x1a\x1c.imgsearch.v1.DeleteResponse\x12@\n\x05Stats\x12\x1a.imgsearch.v1.StatsRequest\x1a\x1b.imgsearch.v1.StatsResponse\x12=\n\x04List\x12\x19.imgsearch.v1.ListRequest\x1a\x1a.imgsearch.v1.ListResponse\x12]\n\x0e\x46indDuplicates\x12#.imgsearch.v1.FindDuplicatesRequest\x1a$.imgsearch.v1.FindDuplicatesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19imgsearch/v1/search.proto\x12\x0cimgsearch.v1\"\x8d\x01\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12.\n\x06labels\x18\x04 \x03(\x0b\x32\x1e.imgsearch.v1.Item.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\rInsertRequest\x12!\n\x05items\x18\x01 \x03(\x0b\x32\x12.imgsearch.v1.Item\"7\n\nItemResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"M\n\x0eInsertResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.imgsearch.v1.ItemResult\x12\x10\n\x08inserted\x18\x02 \x01(\r\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xa4\x01\n\rSearchRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x02 \x01(\tH\x00\x12&\n\x06vector\x18\x03 \x01(\x0b\x32\x14.imgsearch.v1.VectorH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x16\n\tmin_score\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x07\n\x05queryB\x0c\n\n_min_score\"\xa1\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03uri\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.imgsearch.v1.Hit.LabelsEntry\x12\x14\n\x0cmatched_view\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x0eSearchResponse\x12\x1f\n\x04hits\x18\x01 \x03(\x0b\x32\x11.imgsearch.v1.Hit\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\"N\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x17\n\x0finclude_vectors\x18\x02 \x01(\x08\x12\x1a\n\x12include_thumbnails\x18\x03 \x01(\x08\"\xf1\x01\n\nStoredItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x34\n\x06labels\x18\x03 \x03(\x0b\x32$.imgsearch.v1.StoredItem.LabelsEntry\x12\x16\n\x0e\x63ontent_sha256\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06vector\x18\x06 \x03(\x02\x12\x11\n\tthumbnail\x18\x07 \x01(\x0c\x12\x1b\n\x13thumbnail_mime_type\x18\x08 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x0bGetResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.imgsearch.v1.StoredItem\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"\x1c\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x0e\n\x0cStatsRequest\"\xc5\x01\n\rStatsResponse\x12\x12\n\nitem_count\x18\x01 \x01(\x04\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nindex_type\x18\x04 \x01(\t\x12\x13\n\x0bmetric_type\x18\x05 \x01(\t\x12\x12\n\ncache_hits\x18\x06 \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\x07 \x01(\x04\x12\x12\n\ncollection\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x61\x63he_available\x18\t \x01(\x08\"`\n\x0bListRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x1a\n\x12include_thumbnails\x18\x04 \x01(\x08\"P\n\x0cListResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.imgsearch.v1.StoredItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Q\n\x15\x46indDuplicatesRequest\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\x12\x15\n\rmax_neighbors\x18\x03 \x01(\r\"=\n\x12\x44uplicatesProgress\x12\x12\n\nitems_done\x18\x01 \x01(\x04\x12\x13\n\x0bitems_total\x18\x02 \x01(\x04\"\xbf\x01\n\x0f\x44uplicateMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).imgsearch.v1.DuplicateMember.LabelsEntry\x12\x12\n\nbest_score\x18\x04 \x01(\x02\x12\x15\n\rbest_match_id\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x0e\x44uplicateGroup\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.imgsearch.v1.DuplicateMember\x12\x11\n\tmin_score\x18\x02 \x01(\x02\"f\n\x11\x44uplicatesSummary\x12\x15\n\ritems_scanned\x18\x01 \x01(\x04\x12\x0e\n\x06groups\x18\x02 \x01(\x04\x12\x17\n\x0fitems_in_groups\x18\x03 \x01(\x04\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\"\xba\x01\n\x16\x46indDuplicatesResponse\x12\x34\n\x08progress\x18\x01 \x01(\x0b\x32 .imgsearch.v1.DuplicatesProgressH\x00\x12-\n\x05group\x18\x02 \x01(\x0b\x32\x1c.imgsearch.v1.DuplicateGroupH\x00\x12\x32\n\x07summary\x18\x03 \x01(\x0b\x32\x1f.imgsearch.v1.DuplicatesSummaryH\x00\x42\x07\n\x05\x65vent2\xf3\x03\n\x06Search\x12\x43\n\x06Insert\x12\x1b.imgsearch.v1.InsertRequest\x1a\x1c.imgsearch.v1.InsertResponse\x12\x43\n\x06Search\x12\x1b.imgsearch.v1.SearchRequest\x1a\x1c.imgsearch.v1.SearchResponse\x12:\n\x03Get\x12\x18.imgsearch.v1.GetRequest\x1a\x19.imgsearch.v1.GetResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.imgsearch.v1.DeleteRequest\x1a\x1c.imgsearch.v1.DeleteResponse\x12@\n\x05Stats\x12\x1a.imgsearch.v1.StatsRequest\x1a\x1b.imgsearch.v1.StatsResponse\x12=\n\x04List\x12\x19.imgsearch.v1.ListRequest\x1a\x1a.imgsearch.v1.ListResponse\x12]\n\x0e\x46indDuplicates\x12#.imgsearch.v1.FindDuplicatesRequest\x1a$.imgsearch.v1.FindDuplicatesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,45 +54,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_start=402
   _globals['_SEARCHREQUEST']._serialized_end=566
   _globals['_HIT']._serialized_start=569
-  _globals['_HIT']._serialized_end=708
+  _globals['_HIT']._serialized_end=730
   _globals['_HIT_LABELSENTRY']._serialized_start=140
   _globals['_HIT_LABELSENTRY']._serialized_end=185
-  _globals['_SEARCHRESPONSE']._serialized_start=710
-  _globals['_SEARCHRESPONSE']._serialized_end=775
-  _globals['_GETREQUEST']._serialized_start=777
-  _globals['_GETREQUEST']._serialized_end=855
-  _globals['_STOREDITEM']._serialized_start=858
-  _globals['_STOREDITEM']._serialized_end=1099
+  _globals['_SEARCHRESPONSE']._serialized_start=732
+  _globals['_SEARCHRESPONSE']._serialized_end=797
+  _globals['_GETREQUEST']._serialized_start=799
+  _globals['_GETREQUEST']._serialized_end=877
+  _globals['_STOREDITEM']._serialized_start=880
+  _globals['_STOREDITEM']._serialized_end=1121
   _globals['_STOREDITEM_LABELSENTRY']._serialized_start=140
   _globals['_STOREDITEM_LABELSENTRY']._serialized_end=185
-  _globals['_GETRESPONSE']._serialized_start=1101
-  _globals['_GETRESPONSE']._serialized_end=1176
-  _globals['_DELETEREQUEST']._serialized_start=1178
-  _globals['_DELETEREQUEST']._serialized_end=1206
-  _globals['_DELETERESPONSE']._serialized_start=1208
-  _globals['_DELETERESPONSE']._serialized_end=1241
-  _globals['_STATSREQUEST']._serialized_start=1243
-  _globals['_STATSREQUEST']._serialized_end=1257
-  _globals['_STATSRESPONSE']._serialized_start=1260
-  _globals['_STATSRESPONSE']._serialized_end=1457
-  _globals['_LISTREQUEST']._serialized_start=1459
-  _globals['_LISTREQUEST']._serialized_end=1555
-  _globals['_LISTRESPONSE']._serialized_start=1557
-  _globals['_LISTRESPONSE']._serialized_end=1637
-  _globals['_FINDDUPLICATESREQUEST']._serialized_start=1639
-  _globals['_FINDDUPLICATESREQUEST']._serialized_end=1720
-  _globals['_DUPLICATESPROGRESS']._serialized_start=1722
-  _globals['_DUPLICATESPROGRESS']._serialized_end=1783
-  _globals['_DUPLICATEMEMBER']._serialized_start=1786
-  _globals['_DUPLICATEMEMBER']._serialized_end=1977
+  _globals['_GETRESPONSE']._serialized_start=1123
+  _globals['_GETRESPONSE']._serialized_end=1198
+  _globals['_DELETEREQUEST']._serialized_start=1200
+  _globals['_DELETEREQUEST']._serialized_end=1228
+  _globals['_DELETERESPONSE']._serialized_start=1230
+  _globals['_DELETERESPONSE']._serialized_end=1263
+  _globals['_STATSREQUEST']._serialized_start=1265
+  _globals['_STATSREQUEST']._serialized_end=1279
+  _globals['_STATSRESPONSE']._serialized_start=1282
+  _globals['_STATSRESPONSE']._serialized_end=1479
+  _globals['_LISTREQUEST']._serialized_start=1481
+  _globals['_LISTREQUEST']._serialized_end=1577
+  _globals['_LISTRESPONSE']._serialized_start=1579
+  _globals['_LISTRESPONSE']._serialized_end=1659
+  _globals['_FINDDUPLICATESREQUEST']._serialized_start=1661
+  _globals['_FINDDUPLICATESREQUEST']._serialized_end=1742
+  _globals['_DUPLICATESPROGRESS']._serialized_start=1744
+  _globals['_DUPLICATESPROGRESS']._serialized_end=1805
+  _globals['_DUPLICATEMEMBER']._serialized_start=1808
+  _globals['_DUPLICATEMEMBER']._serialized_end=1999
   _globals['_DUPLICATEMEMBER_LABELSENTRY']._serialized_start=140
   _globals['_DUPLICATEMEMBER_LABELSENTRY']._serialized_end=185
-  _globals['_DUPLICATEGROUP']._serialized_start=1979
-  _globals['_DUPLICATEGROUP']._serialized_end=2060
-  _globals['_DUPLICATESSUMMARY']._serialized_start=2062
-  _globals['_DUPLICATESSUMMARY']._serialized_end=2164
-  _globals['_FINDDUPLICATESRESPONSE']._serialized_start=2167
-  _globals['_FINDDUPLICATESRESPONSE']._serialized_end=2353
-  _globals['_SEARCH']._serialized_start=2356
-  _globals['_SEARCH']._serialized_end=2855
+  _globals['_DUPLICATEGROUP']._serialized_start=2001
+  _globals['_DUPLICATEGROUP']._serialized_end=2082
+  _globals['_DUPLICATESSUMMARY']._serialized_start=2084
+  _globals['_DUPLICATESSUMMARY']._serialized_end=2186
+  _globals['_FINDDUPLICATESRESPONSE']._serialized_start=2189
+  _globals['_FINDDUPLICATESRESPONSE']._serialized_end=2375
+  _globals['_SEARCH']._serialized_start=2378
+  _globals['_SEARCH']._serialized_end=2877
 # @@protoc_insertion_point(module_scope)

@@ -72,7 +72,7 @@ class SearchRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[str] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "score", "uri", "labels")
+    __slots__ = ("id", "score", "uri", "labels", "matched_view")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,11 +84,13 @@ class Hit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_VIEW_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     uri: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., uri: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    matched_view: str
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., uri: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., matched_view: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "cached")
