@@ -5,14 +5,24 @@ scenarios are the ways a result computed before a write could outlive it:
 a write whose caller went away, a write whose outcome is unknown, a process
 that dies between its marks, two replicas writing at once, a Redis that is down
 during the mark, and a generation key that Redis evicts or loses.
+
+What must hold at once (a result is retired, nobody may cache) is asserted at
+once; what must hold *eventually* (caching resumes once a window has passed) is
+polled with a deadline (`eventually`), never asserted after a fixed sleep: a
+Redis at `maxmemory` may evict the generation again at any moment, and a fresh
+generation is unsettled again, so "SETTLE_S has passed" does not mean "this
+replica may cache now".
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis.asyncio as redis
@@ -25,17 +35,33 @@ from tests.fixtures.backends import RedisServer
 from tests.fixtures.processes import ChildProcess
 
 REDIS_SERVER = "redis-server"
+T = TypeVar("T")
+# How long a check that must eventually pass may take: far past every window here.
+EVENTUALLY_S = 10.0
 
 
 def replica(redis_url: str, namespace: str, **overrides: object) -> QueryCache:
-    settings = SearchSettings(redis_url=redis_url, redis_retry_after_s=0.2, **overrides)
+    """One Search replica's cache. A 2 s command timeout unless a test sets one: a loaded CI
+    machine can stall a round trip past the production 0.25 s, and the breaker would then skip
+    the cache (these tests are about generations; timeouts have their own)."""
+    options: dict[str, object] = {"redis_retry_after_s": 0.2, "redis_timeout_s": 2.0}
+    settings = SearchSettings(redis_url=redis_url, **{**options, **overrides})
     return QueryCache(settings, namespace, "model", CacheMetrics(CollectorRegistry()))
+
+
+async def eventually(check: Callable[[], Awaitable[T]]) -> T:
+    """The first truthy result of `check`, polled until `EVENTUALLY_S`; else its last result."""
+    deadline = time.monotonic() + EVENTUALLY_S
+    while True:
+        result = await check()
+        if result or time.monotonic() >= deadline:
+            return result
+        await asyncio.sleep(0.02)
 
 
 async def settled(cache: QueryCache) -> None:
     """Past the window of a generation first seen now (a new one is unsettled: see generations)."""
-    await cache.get_result("warm-up")
-    await asyncio.sleep(cache_module.SETTLE_S + 0.05)
+    assert await eventually(lambda: store(cache, b"warm-up", key="warm-up"))
 
 
 @pytest.fixture
@@ -60,11 +86,16 @@ async def cached(cache: QueryCache, key: str = "q") -> bytes | None:
     return (await cache.get_result(key))[1]
 
 
-async def store(cache: QueryCache, payload: bytes, key: str = "q") -> bool:
-    """Store a result computed now, if the cache lets this replica; whether it did."""
+async def store_token(cache: QueryCache, payload: bytes, key: str = "q") -> str | None:
+    """Store a result computed now, if the cache lets this replica; the token it went under."""
     token, _ = await cache.get_result(key)
     await cache.put_result(token, key, payload)
-    return token is not None
+    return token
+
+
+async def store(cache: QueryCache, payload: bytes, key: str = "q") -> bool:
+    """Store a result computed now, if the cache lets this replica; whether it did."""
+    return await store_token(cache, payload, key) is not None
 
 
 async def test_a_write_retires_results_and_only_the_writer_caches_while_it_settles(
@@ -83,8 +114,7 @@ async def test_a_write_retires_results_and_only_the_writer_caches_while_it_settl
     assert not await store(other, b"lagging")  # the other replica's read may lag the write
     assert await store(writer, b"after")  # the writer reads its own writes
     assert await cached(other) == b"after"
-    await asyncio.sleep(cache_module.SETTLE_S + 0.1)
-    assert await store(other, b"settled")
+    assert await eventually(lambda: store(other, b"settled"))  # once the write has settled
 
 
 async def test_a_write_with_an_unknown_outcome_stops_caching_for_everyone(
@@ -101,8 +131,7 @@ async def test_a_write_with_an_unknown_outcome_stops_caching_for_everyone(
     await writer.begin_write(window_s=0.1)
     await writer.end_write(applied=True)
     assert not await store(writer, b"x")
-    await asyncio.sleep(cache_module.UNCERTAIN_S + 0.1)
-    assert await store(other, b"later")
+    assert await eventually(lambda: store(other, b"later"))  # once UNCERTAIN_S has passed
 
 
 async def test_a_writer_that_dies_between_its_marks_blocks_caching_for_its_window(
@@ -113,9 +142,8 @@ async def test_a_writer_that_dies_between_its_marks_blocks_caching_for_its_windo
     await writer.begin_write(window_s=0.5)  # ...and the process is killed here
     assert await cached(other) is None
     assert not await store(other, b"mid-write")
-    await asyncio.sleep(0.5 + cache_module.SETTLE_S + 0.1)
     # Past the longest the write could take: caching resumes under the new token.
-    assert await store(other, b"after")
+    assert await eventually(lambda: store(other, b"after"))
     assert await cached(writer) == b"after"
 
 
@@ -138,7 +166,9 @@ async def test_a_mark_that_fails_while_redis_is_down_is_written_when_it_is_back(
     server = RedisServer(tmp_path)
     server.start()
     namespace = uuid.uuid4().hex
-    writer, other = replica(server.url, namespace), replica(server.url, namespace)
+    # The production timeout: the end mark must time out while Redis is stopped.
+    writer = replica(server.url, namespace, redis_timeout_s=0.25)
+    other = replica(server.url, namespace, redis_timeout_s=0.25)
     try:
         await settled(other)
         assert await store(other, b"before")
@@ -148,10 +178,7 @@ async def test_a_mark_that_fails_while_redis_is_down_is_written_when_it_is_back(
         await writer.end_write(applied=True)
         assert await writer.get_result("q") == (None, None)  # skips results meanwhile
         server.child.signal(18)  # SIGCONT
-        for _ in range(50):
-            if await store(writer, b"after"):
-                break
-            await asyncio.sleep(0.1)
+        assert await eventually(lambda: store(writer, b"after"))
         assert await cached(other) == b"after"  # the retried mark went through
     finally:
         await writer.close()
@@ -168,9 +195,9 @@ async def test_a_lost_generation_never_brings_old_results_back(
     for round_index in range(3):
         await writer.begin_write(window_s=1)
         await writer.end_write(applied=True)
-        await asyncio.sleep(cache_module.SETTLE_S + 0.05)
-        assert await store(other, f"round {round_index}".encode())
-        tokens.append((await other.get_result("q"))[0])
+        token = await eventually(partial(store_token, other, f"round {round_index}".encode()))
+        assert token is not None
+        tokens.append(token)
     assert len(set(tokens)) == 3
     client = redis.Redis.from_url(redis_url)
     try:
@@ -181,8 +208,9 @@ async def test_a_lost_generation_never_brings_old_results_back(
         token, payload = await cache.get_result("q")
         assert payload is None  # none of the three rounds' results comes back
         assert token is None  # and nobody caches until a write could have settled
-    await asyncio.sleep(cache_module.SETTLE_S + 0.05)
-    assert (await other.get_result("q"))[0] not in tokens
+    token = await eventually(lambda: store_token(other, b"new life"))
+    assert token is not None
+    assert token not in tokens
 
 
 @pytest.fixture
@@ -204,15 +232,25 @@ def tiny_redis(tmp_path: Path) -> Iterator[str]:
 
 
 async def test_results_stay_correct_while_redis_evicts_under_maxmemory(tiny_redis: str) -> None:
-    """Writes and reads while unrelated keys push the generation itself out of memory."""
+    """Writes and reads while unrelated keys push the generation itself out of memory.
+
+    Redis stays at `maxmemory` throughout, so any command may evict the generation again
+    (the LRU clock ticks once a second: a key made a moment ago is no safer than the filler
+    written the same second). Each time, the next read starts a fresh, unsettled generation:
+    caching stops again for SETTLE_S. So the checks that caching resumes poll until it does.
+    """
     namespace = uuid.uuid4().hex
     writer, other = replica(tiny_redis, namespace), replica(tiny_redis, namespace)
     filler = redis.Redis.from_url(tiny_redis)
+
+    async def fresh_result_shared() -> bool:
+        return await store(other, b"fresh") and await cached(writer) == b"fresh"
+
     try:
         for round_index in range(3):
             await writer.begin_write(window_s=1)
             await writer.end_write(applied=True)
-            assert await store(writer, f"round {round_index}".encode())
+            assert await eventually(partial(store, writer, f"round {round_index}".encode()))
             for chunk in range(2000):  # other entries until the LRU takes the generation
                 await filler.set(f"filler:{round_index}:{chunk}", b"x" * 16384)
                 if not await filler.exists(writer._generation_key):
@@ -222,10 +260,11 @@ async def test_results_stay_correct_while_redis_evicts_under_maxmemory(tiny_redi
                 token, payload = await cache.get_result("q")
                 assert payload is None  # no earlier round's result
                 assert token is None  # nobody caches until a write could have settled
-            await asyncio.sleep(cache_module.SETTLE_S + 0.05)
+            # Cache under the new generation too: the next one must not meet this result either.
+            payload = f"after eviction {round_index}".encode()
+            assert await eventually(partial(store, other, payload))
         assert (await filler.info("stats"))["evicted_keys"] > 0
-        assert await store(other, b"fresh")
-        assert await cached(writer) == b"fresh"
+        assert await eventually(fresh_result_shared)  # eviction costs hits, not caching for good
     finally:
         await filler.aclose()
         await writer.close()
