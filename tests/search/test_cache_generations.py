@@ -8,21 +8,18 @@ during the mark, and a generation key that Redis evicts or loses.
 
 What must hold at once (a result is retired, nobody may cache) is asserted at
 once; what must hold *eventually* (caching resumes once a window has passed) is
-polled with a deadline (`eventually`), never asserted after a fixed sleep: a
-Redis at `maxmemory` may evict the generation again at any moment, and a fresh
-generation is unsettled again, so "SETTLE_S has passed" does not mean "this
-replica may cache now".
+polled with a deadline (`tests.fixtures.waiting.eventually`), never asserted
+after a fixed sleep: a Redis at `maxmemory` may evict the generation again at
+any moment, and a fresh generation is unsettled again, so "SETTLE_S has passed"
+does not mean "this replica may cache now".
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import redis.asyncio as redis
@@ -33,11 +30,9 @@ from imgsearch_search.cache import CacheMetrics, QueryCache
 from imgsearch_search.settings import SearchSettings
 from tests.fixtures.backends import RedisServer
 from tests.fixtures.processes import ChildProcess
+from tests.fixtures.waiting import eventually
 
 REDIS_SERVER = "redis-server"
-T = TypeVar("T")
-# How long a check that must eventually pass may take: far past every window here.
-EVENTUALLY_S = 10.0
 
 
 def replica(redis_url: str, namespace: str, **overrides: object) -> QueryCache:
@@ -47,16 +42,6 @@ def replica(redis_url: str, namespace: str, **overrides: object) -> QueryCache:
     options: dict[str, object] = {"redis_retry_after_s": 0.2, "redis_timeout_s": 2.0}
     settings = SearchSettings(redis_url=redis_url, **{**options, **overrides})
     return QueryCache(settings, namespace, "model", CacheMetrics(CollectorRegistry()))
-
-
-async def eventually(check: Callable[[], Awaitable[T]]) -> T:
-    """The first truthy result of `check`, polled until `EVENTUALLY_S`; else its last result."""
-    deadline = time.monotonic() + EVENTUALLY_S
-    while True:
-        result = await check()
-        if result or time.monotonic() >= deadline:
-            return result
-        await asyncio.sleep(0.02)
 
 
 async def settled(cache: QueryCache) -> None:
