@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from imgsearch.common.imaging import DecodeLimits, PixelBudget, configure_pillow, decode_then
+from imgsearch_embedder.views import View, find_views
 
 __all__ = ["CROP_POLICIES", "Preprocessor", "configure_pillow", "trim_uniform_borders"]
 
@@ -93,13 +94,27 @@ class Preprocessor:
     trim_borders: bool = False
 
     def __call__(self, data: bytes, index: int) -> np.ndarray:
-        limits = DecodeLimits(
+        return decode_then(data, f"images[{index}]", self._limits(), self.geometry)
+
+    def with_views(
+        self, data: bytes, index: int
+    ) -> tuple[np.ndarray, list[tuple[View, np.ndarray]]]:
+        """The model input of an image, and that of each of its query views (views.py)."""
+        return decode_then(data, f"images[{index}]", self._limits(), self._geometry_and_views)
+
+    def _limits(self) -> DecodeLimits:
+        return DecodeLimits(
             self.max_image_pixels,
             draft_size=self.resize_size,
             max_aspect_ratio=self.max_aspect_ratio,
             budget=self.budget,
         )
-        return decode_then(data, f"images[{index}]", limits, self.geometry)
+
+    def _geometry_and_views(
+        self, image: Image.Image
+    ) -> tuple[np.ndarray, list[tuple[View, np.ndarray]]]:
+        views = find_views(image)
+        return self.geometry(image), [(view, self.geometry(view.image)) for view in views]
 
     def geometry(self, image: Image.Image) -> np.ndarray:
         """The model input for a decoded RGB image (trim, then crop policy)."""

@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from imgsearch.common.errors import InvalidArgumentError, RequestTooLargeError, UnavailableError
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
@@ -16,6 +17,7 @@ from imgsearch_embedder.batcher import DynamicBatcher
 from imgsearch_embedder.model import EmbeddingModel
 from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.settings import EmbedderSettings
+from imgsearch_embedder.views import View
 
 
 @dataclass(frozen=True)
@@ -89,19 +91,48 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         remaining = context.time_remaining()
         deadline = None if remaining is None else loop.time() + remaining
         # Decode only once the model is about to need the images (see admission.py).
+        with_views = request.query_views and self._settings.query_views
+        prepare = self._preprocessor.with_views if with_views else self._preprocessor
         async with runtime.admission.admit(len(request.images), deadline, nbytes):
             decoded = await asyncio.gather(
                 *(
-                    loop.run_in_executor(self._decode_executor, self._preprocessor, image, index)
+                    loop.run_in_executor(self._decode_executor, prepare, image, index)
                     for index, image in enumerate(request.images)
                 )
             )
-            vectors = await runtime.batcher.submit(decoded, deadline)
+            if with_views:
+                embeddings = await self._embed_with_views(runtime, decoded, deadline)
+            else:
+                vectors = await runtime.batcher.submit(decoded, deadline)
+                embeddings = [embedder_pb2.Embedding(vector=row.tolist()) for row in vectors]
         return embedder_pb2.EmbedResponse(
-            embeddings=[embedder_pb2.Embedding(vector=row.tolist()) for row in vectors],
+            embeddings=embeddings,
             model=runtime.model.name,
             fingerprint=runtime.model.fingerprint,
         )
+
+    @staticmethod
+    async def _embed_with_views(
+        runtime: ModelRuntime,
+        decoded: list[tuple[np.ndarray, list[tuple[View, np.ndarray]]]],
+        deadline: float | None,
+    ) -> list[embedder_pb2.Embedding]:
+        """Each image's embedding with its views', all through one batcher submission."""
+        inputs = [array for image, views in decoded for array in (image, *(v[1] for v in views))]
+        rows = iter(await runtime.batcher.submit(inputs, deadline))
+        embeddings = []
+        for _, views in decoded:
+            embedding = embedder_pb2.Embedding(vector=next(rows).tolist())
+            for view, _array in views:
+                embedding.views.add(
+                    kind=view.kind,
+                    vector=next(rows).tolist(),
+                    box=view.box,
+                    angle_degrees=view.angle_degrees,
+                    score=view.score,
+                )
+            embeddings.append(embedding)
+        return embeddings
 
     async def GetModel(
         self, request: embedder_pb2.GetModelRequest, context: grpc.aio.ServicerContext

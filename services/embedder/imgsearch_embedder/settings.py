@@ -116,6 +116,13 @@ class EmbedderSettings(ServerSettings):
     thumbnail_weight: float = Field(
         0.5, gt=0, le=4, description="Weight of the thumbnail view's descriptor in the sum."
     )
+    query_views: bool = Field(
+        True,
+        description=(
+            "Answer EmbedRequest.query_views: also describe a picture pasted into a query image"
+            " (a screenshot) and a rotated copy straightened (views.py). false: never look."
+        ),
+    )
     embedding_dimension: int | None = Field(
         None,
         description="Expected descriptor length for model=torchscript (checked at start-up).",

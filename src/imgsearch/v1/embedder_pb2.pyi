@@ -41,10 +41,10 @@ class View(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     kind: str
     vector: _containers.RepeatedScalarFieldContainer[float]
-    box: _containers.RepeatedScalarFieldContainer[int]
+    box: _containers.RepeatedScalarFieldContainer[float]
     angle_degrees: float
     score: float
-    def __init__(self, kind: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., box: _Optional[_Iterable[int]] = ..., angle_degrees: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+    def __init__(self, kind: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., box: _Optional[_Iterable[float]] = ..., angle_degrees: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
     __slots__ = ()
