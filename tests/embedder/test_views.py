@@ -12,7 +12,7 @@ import io
 import grpc
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder import views
@@ -42,6 +42,19 @@ def rotated(name: str, degrees: float, quality: int = 90) -> Image.Image:
     """Photo `name` rotated with its canvas grown (black corners), saved as JPEG `quality`."""
     image = load_photo(name).rotate(degrees, Image.Resampling.BICUBIC, expand=True)
     return Image.open(io.BytesIO(encode(image, "JPEG", quality=quality))).convert("RGB")
+
+
+def captioned(name: str, lines: int = 2, light: str = "white", dark: str = "black") -> Image.Image:
+    """Photo `name` with meme-style captions: `lines` lines of outlined letters across it."""
+    image = load_photo(name)
+    draw = ImageDraw.Draw(image)
+    size = image.height // 10
+    font = ImageFont.load_default(size=size)
+    for line in range(lines):
+        y = round(image.height * (0.1 + 0.35 * line))
+        draw.text((image.width // 12, y), "SO TRUE", fill=light, font=font,
+                  stroke_width=max(1, size // 12), stroke_fill=dark)  # fmt: skip
+    return image
 
 
 @pytest.mark.parametrize(
@@ -97,9 +110,47 @@ def test_most_whole_photos_have_no_inset() -> None:
     assert len(found) <= 2, found
 
 
+@pytest.mark.parametrize(
+    ("name", "lines", "light", "dark"),
+    [("astronaut", 2, "white", "black"), ("coffee", 3, "white", "black"),
+     ("rocket", 2, "black", "white"), ("chelsea", 2, "yellow", "black")],
+)  # fmt: skip
+def test_outlined_captions_are_painted_over(name: str, lines: int, light: str, dark: str) -> None:
+    photo = load_photo(name)
+    image = captioned(name, lines, light, dark)
+    view = views.find_captions(image)
+    if light == "yellow":  # not light in every channel: not taken for lettering
+        assert view is None
+        return
+    assert view is not None
+    assert view.kind == "uncaptioned"
+    assert 0 < view.score <= 1
+    left, top, right, bottom = view.box
+    assert (left, top) < (1 / 12 + 0.02, 0.1 + 0.02)
+    assert right > 0.25  # "SO TRUE" from 1/12 of the width
+    assert bottom > 0.1 + 0.35 * (lines - 1)
+    painted = np.asarray(view.image.resize(photo.size), dtype=np.float32)
+    before = np.abs(np.asarray(image, dtype=np.float32) - np.asarray(photo, dtype=np.float32))
+    after = np.abs(painted - np.asarray(photo, dtype=np.float32))
+    # Where the letters were, the painted view is far closer to the photo than the query.
+    letters = before.max(axis=2) > 60
+    assert after[letters].mean() < 0.5 * before[letters].mean()
+
+
 def test_small_and_flat_images_have_no_views() -> None:
     assert views.find_views(Image.new("RGB", (20, 20), "white")) == []
     assert views.find_views(Image.new("RGB", (640, 480), (30, 60, 90))) == []
+    assert views.find_captions(Image.new("RGB", (640, 480), "white")) is None
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in PHOTO_NAMES if n not in ("page", "text", "horse", "shepp_logan_phantom")]
+)
+def test_photos_without_lettering_are_not_uncaptioned(name: str) -> None:
+    """Photos with no light-on-dark lettering. `page`, `text`, the `horse` silhouette and
+    the phantom's white rings on black have the pattern: a view of them costs a forward
+    pass, and Search only takes it when it scores above the whole image plus a margin."""
+    assert views.find_captions(load_photo(name)) is None
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +171,11 @@ async def test_embed_returns_views_that_find_the_original(channel) -> None:
         encode(pasted, "JPEG", quality=90),
         encode(load_photo("coffee").rotate(30, Image.Resampling.BICUBIC, expand=True), "PNG"),
         encode(load_photo("coffee"), "PNG"),
+        encode(captioned("rocket", 3), "JPEG", quality=90),
+        encode(load_photo("rocket"), "PNG"),
     ]
     reply = await stub.Embed(embedder_pb2.EmbedRequest(images=images, query_views=True))
-    original, screen, turned, coffee = reply.embeddings
+    original, screen, turned, coffee, meme, rocket = reply.embeddings
     assert [v.kind for v in original.views] == []
     assert [v.kind for v in screen.views] == ["inset"]
     inset = screen.views[0]
@@ -138,7 +191,10 @@ async def test_embed_returns_views_that_find_the_original(channel) -> None:
     assert float(_unit(straight.vector) @ _unit(coffee.vector)) > max(
         0.9, float(_unit(turned.vector) @ _unit(coffee.vector))
     )
-    for vector in (inset.vector, straight.vector):
+    assert [v.kind for v in meme.views] == ["uncaptioned"]
+    clean = float(_unit(meme.views[0].vector) @ _unit(rocket.vector))
+    assert clean > max(0.9, float(_unit(meme.vector) @ _unit(rocket.vector)) + 0.03)
+    for vector in (inset.vector, straight.vector, meme.views[0].vector):
         assert np.linalg.norm(_unit(vector)) == pytest.approx(1, abs=1e-4)
 
     # Without the flag the same images get their whole-image vectors only, unchanged.

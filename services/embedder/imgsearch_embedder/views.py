@@ -21,6 +21,13 @@ query's pixels are not the picture's:
   half a degree on photos; dark content along the outline reads as fill and
   can skew it by a few degrees, which the descriptor tolerates.
 
+- `uncaptioned`: the picture with captions over it, in outlined letters (white
+  with a dark outline, or the reverse, as on memes): pixels of one extreme
+  next to pixels of the other, at least `MIN_CAPTION_SHARE` of a probe of at
+  most `_CAPTION_PROBE` px, grown a little, are painted over from their
+  surroundings (normalised box filtering at two scales, the finer where it
+  has enough unmasked pixels).
+
 Measured on the evaluation's sets (`make eval`, docs/evaluation.md): an inset
 is found in 93% of screenshot queries at score 0.7, and in 5-25% of other
 edits and of whole photos; a rotation in 84% of rotated copies and in none of
@@ -39,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["View", "find_inset", "find_rotation", "find_views"]
+__all__ = ["View", "find_captions", "find_inset", "find_rotation", "find_views"]
 
 # --- inset
 _INSET_PROBE = 256
@@ -55,6 +62,12 @@ _FLAT_TOLERANCE = 40  # per channel, from the corners' colour
 MIN_ROTATION_DEGREES = 3.0  # below it a picture is upright for the descriptor
 MIN_FILL = 0.9  # share of the predicted corner triangles in the corners' colour
 MIN_BAND = 0.8  # share of the band inside the outline that is not
+# --- captions
+_CAPTION_PROBE = 384
+_LIGHT, _DARK = 235, 40  # every channel at least / at most: a caption's fill and outline
+_OUTLINE = 2  # px (on the probe): a light pixel this close to a dark one is lettering
+_COVER = 4  # px the lettering is grown by before it is painted over
+MIN_CAPTION_SHARE = 0.01  # of the probe's pixels that are lettering
 _VIEW_SIDE = 320  # the picture inside stays larger than the model input (224)
 
 
@@ -75,8 +88,9 @@ class View:
 
 
 def find_views(image: Image.Image) -> list[View]:
-    """The views of an RGB image worth searching besides it, most confident first (0-2)."""
-    found = [view for view in (find_inset(image), find_rotation(image)) if view is not None]
+    """The views of an RGB image worth searching besides it, most confident first (0-3)."""
+    views = (find_inset(image), find_rotation(image), find_captions(image))
+    found = [view for view in views if view is not None]
     return sorted(found, key=lambda view: -view.score)
 
 
@@ -89,7 +103,7 @@ def _probe(image: Image.Image, side: int) -> np.ndarray:
 
 def _window_sum(values: np.ndarray, radius: int, axis: int) -> np.ndarray:
     """Sum of `values` over a window of 2 * radius + 1 along `axis` (clipped at the ends)."""
-    total = np.cumsum(values, axis=axis, dtype=np.int32)
+    total = np.cumsum(values, axis=axis, dtype=np.float64 if values.dtype.kind == "f" else np.int32)
     zero = np.zeros_like(np.take(total, [0], axis=axis))
     total = np.concatenate([zero, total], axis=axis)
     n = values.shape[axis]
@@ -288,3 +302,58 @@ def _straighten(image: Image.Image, degrees: float, inner_w: float, inner_h: flo
     return turned.crop(
         (round(left + 1), round(top + 1), round(left + width - 1), round(top + height - 1))
     )
+
+
+def _box_sum(values: np.ndarray, radius: int) -> np.ndarray:
+    """Sum of a 2-D array over a (2 radius + 1)^2 window around each pixel (clipped)."""
+    return _window_sum(_window_sum(values, radius, 0), radius, 1)
+
+
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """`mask` dilated by a square of 2 radius + 1."""
+    return _box_sum(mask.astype(np.int32), radius) > 0
+
+
+def _paint_over(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`pixels` (h, w, 3) with `mask`ed ones replaced by the mean of unmasked ones around.
+
+    Normalised box filtering at a fine and a coarse radius: each masked pixel
+    takes the finest whose window is at least 15% unmasked.
+    """
+    height, width = mask.shape
+    keep = (~mask).astype(np.float64)
+    out = pixels.astype(np.float64)
+    todo = mask.copy()
+    for radius in (max(3, width // 40), max(6, height // 6)):
+        weight = _box_sum(keep, radius)
+        usable = todo & (weight > 0.15 * _box_sum(np.ones_like(keep), radius))
+        for channel in range(3):
+            mean = _box_sum(out[:, :, channel] * keep, radius) / np.maximum(weight, 1e-9)
+            out[:, :, channel] = np.where(usable, mean, out[:, :, channel])
+        todo &= ~usable
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def find_captions(image: Image.Image) -> View | None:
+    """`image` with outlined caption lettering painted over, or None when it has none."""
+    small = image.copy()
+    small.thumbnail((_CAPTION_PROBE, _CAPTION_PROBE), Image.Resampling.BOX)
+    pixels = np.asarray(small.convert("RGB"), dtype=np.int16)
+    if min(pixels.shape[:2]) < 16:
+        return None
+    light, dark = pixels.min(axis=2) >= _LIGHT, pixels.max(axis=2) <= _DARK
+    lettering = (light & _grow(dark, _OUTLINE)) | (dark & _grow(light, _OUTLINE))
+    share = float(lettering.mean())
+    if share < MIN_CAPTION_SHARE:
+        return None
+    mask = _grow(lettering, _COVER)
+    rows, cols = np.nonzero(mask)
+    height, width = mask.shape
+    box = (
+        float(cols.min() / width),
+        float(rows.min() / height),
+        float((cols.max() + 1) / width),
+        float((rows.max() + 1) / height),
+    )
+    score = min(1.0, share / (2 * MIN_CAPTION_SHARE))
+    return View("uncaptioned", box, 0.0, score, Image.fromarray(_paint_over(pixels, mask)))
