@@ -91,6 +91,8 @@ def test_search_json_finds_the_original(
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True)
     assert -1.0 <= scores[-1] <= scores[0] <= 1.0
+    # Which view of the query found each hit ("" for the whole image) is part of the JSON.
+    assert all(isinstance(hit["matched_view"], str) for hit in hits)
 
 
 def test_search_table_and_html(

@@ -177,7 +177,8 @@ async def test_query_views_are_cached_apart_from_whole_image_embeddings(redis_ur
         # "No views" is an answer too, cached as such.
         await cache.put_query_embedding(no_views, embedder_pb2.Embedding(vector=vector.tolist()))
         empty = await cache.get_query_embedding(no_views, 8)
-        assert empty is not None and not empty.views
+        assert empty is not None
+        assert not empty.views
         # Another dimension (another model, a corrupt entry) is a miss.
         assert await cache.get_query_embedding(with_views, 16) is None
     finally:

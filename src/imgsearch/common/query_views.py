@@ -37,6 +37,19 @@ STRAIGHTENED = "straightened"
 DEFAULT_VIEW_MARGIN = 0.05
 
 
+_VIEW_NOTES = {
+    INSET: "found as the picture pasted into your image",
+    STRAIGHTENED: "found with your image straightened",
+}
+
+
+def describe_view(view: str) -> str:
+    """What a hit's matched_view says, in words for users ("" for the whole image)."""
+    if view == WHOLE_IMAGE:
+        return ""
+    return _VIEW_NOTES.get(view, f"found through the {view} view of your image")
+
+
 @dataclass(frozen=True)
 class MergedHit(Generic[K]):
     """One item of a merged result: its key, merged score and the view that gave it."""
