@@ -161,7 +161,7 @@ async def test_query_views_are_cached_apart_from_whole_image_embeddings(redis_ur
     )
     whole_only, with_views, no_views = (uuid.uuid4().hex for _ in range(3))
     vector = np.arange(8, dtype=np.float32)
-    inset = embedder_pb2.View(kind="inset", vector=[1.0] * 8, box=[1, 2, 3, 4], score=0.9)
+    inset = embedder_pb2.View(kind="inset", vector=[1.0] * 8, box=[0, 0, 1, 1], score=0.9)
     try:
         await cache.put_embeddings({whole_only: vector})
         assert await cache.get_query_embedding(whole_only, 8) is None
@@ -171,7 +171,7 @@ async def test_query_views_are_cached_apart_from_whole_image_embeddings(redis_ur
         found = await cache.get_query_embedding(with_views, 8)
         assert found is not None
         assert [view.kind for view in found.views] == ["inset"]
-        assert list(found.views[0].box) == [1, 2, 3, 4]
+        assert list(found.views[0].box) == [0, 0, 1, 1]
         # The views call also fills the whole-image entry: the same vector.
         np.testing.assert_array_equal((await cache.get_embeddings([with_views], 8))[0], vector)
         # "No views" is an answer too, cached as such.
