@@ -12,33 +12,15 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from PIL import Image, ImageOps
 
 from imgsearch.v1 import search_pb2, search_pb2_grpc
 from tests.fixtures.backends import SearchServiceFactory, search_address
-from tests.fixtures.photos import jpeg, load_photo
+from tests.fixtures.photos import jpeg, load_photo, rotated, screenshot
 from tests.search.conftest import SearchUnderTest
 
 pytestmark = pytest.mark.slow
 
 STORED = ("astronaut", "coffee", "rocket", "chelsea")
-
-
-def screenshot(name: str, backdrop: str = "gravel", quality: int = 90) -> bytes:
-    """Photo `name` scaled to 40% of the width of an unrelated 1024x640 picture, pasted in."""
-    canvas = ImageOps.fit(load_photo(backdrop, max_side=None), (1024, 640))
-    photo = load_photo(name)
-    width = int(canvas.width * 0.4)
-    photo = photo.resize(
-        (width, round(photo.height * width / photo.width)), Image.Resampling.LANCZOS
-    )
-    canvas.paste(photo, (470, 180))
-    return jpeg(canvas, quality)
-
-
-def rotated(name: str, degrees: float = 30.0) -> bytes:
-    """Photo `name` rotated with its canvas grown (black corners)."""
-    return jpeg(load_photo(name).rotate(degrees, Image.Resampling.BICUBIC, expand=True))
 
 
 async def insert_stored(search: SearchUnderTest) -> None:
