@@ -348,15 +348,15 @@ class EmbedderClient:
                 f"the Embedder returned {len(reply.embeddings)} embeddings for 1 image"
             )
         embedding = reply.embeddings[0]
-        shapes = [len(embedding.vector), *(len(view.vector) for view in embedding.views)]
+        kept = [view for view in embedding.views if view.kind] if views else []
+        del embedding.views[:]
+        embedding.views.extend(kept)
+        shapes = [len(embedding.vector), *(len(view.vector) for view in kept)]
         if any(size != info.dimension for size in shapes):
             raise UnavailableError(
                 f"the Embedder returned vectors of {shapes} values for one query, expected"
                 f" {info.dimension}; has its model changed?"
             )
-        kept = [view for view in embedding.views if view.kind] if views else []
-        del embedding.views[:]
-        embedding.views.extend(kept)
         return embedding, reply.fingerprint
 
     def plan_calls(self, images: Sequence[bytes]) -> tuple[list[list[int]], dict[int, str]]:

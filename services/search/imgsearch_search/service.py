@@ -493,8 +493,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
         An id query's own item is left out of Milvus's lists and put first
         (`first`). min_score is compared with each hit's score as the caller
-        receives it (float32, clamped to [-1, 1]); as the hits are sorted,
-        filtering after taking top_k gives the same hits as before.
+        receives it (float32, clamped to [-1, 1]); the hits being sorted,
+        filtering them after taking top_k keeps the same hits as filtering first.
         """
         rows: dict[str, ScoredRow] = {}
         for found in lists:
