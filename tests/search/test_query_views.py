@@ -51,6 +51,10 @@ async def test_a_screenshot_and_a_rotated_copy_are_found_through_their_views(
     assert itself.hits[0].id == "rocket"
     assert itself.hits[0].matched_view == ""
     assert itself.hits[0].score == pytest.approx(1.0, abs=1e-3)
+    # Operators see how often each view finds the first hit.
+    registry = search.server.registry
+    for view in ("inset", "straightened", "whole"):
+        assert registry.get_sample_value("search_top_hit_views_total", {"view": view}) == 1.0
     # Every list is best first, each item once.
     for response in (pasted, turned, itself):
         scores = [hit.score for hit in response.hits]

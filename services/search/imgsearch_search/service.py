@@ -559,6 +559,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
             [vector.tolist() for _, vector in vectors], limit, expression, deadline.timeout()
         )
         hits = self._merged_hits(query, [kind for kind, _ in vectors], lists, first)
+        if query.kind == "image" and hits:
+            self._metrics.top_hit_views.labels(hits[0].matched_view or "whole").inc()
         response = search_pb2.SearchResponse(hits=hits)
         await self._cache.put_result(generation, query.cache_key, response.SerializeToString())
         self._metrics.latency.labels(query.kind, "miss").observe(time.perf_counter() - started)
