@@ -218,9 +218,18 @@ class Hit:
     score: float
     uri: str
     labels: dict[str, str]
+    # Which view of an image query found it: "" for the whole image, "inset" (the
+    # picture pasted into the query) or "straightened" (the query turned upright).
+    matched_view: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "uri": self.uri, "labels": self.labels}
+        return {
+            "id": self.id,
+            "score": self.score,
+            "uri": self.uri,
+            "labels": self.labels,
+            "matched_view": self.matched_view,
+        }
 
 
 @dataclass(frozen=True)
@@ -538,7 +547,13 @@ class Client:
         reply = self._call(self._stub.Search, request, timeout)
         return SearchResult(
             hits=[
-                Hit(id=hit.id, score=hit.score, uri=hit.uri, labels=dict(hit.labels))
+                Hit(
+                    id=hit.id,
+                    score=hit.score,
+                    uri=hit.uri,
+                    labels=dict(hit.labels),
+                    matched_view=hit.matched_view,
+                )
                 for hit in reply.hits
             ],
             cached=reply.cached,

@@ -40,6 +40,7 @@ from imgsearch.cli import html as html_page
 from imgsearch.cli.ingest import IngestOptions, IngestReport, discover, ingest
 from imgsearch.client import Client, Hit, content_id
 from imgsearch.common import errors
+from imgsearch.common.query_views import describe_view
 from imgsearch.datadir import DataDirError, DataDirLock
 from imgsearch.stack import LocalStack, StackConfig, StackError
 
@@ -590,6 +591,8 @@ def _run_queries(
             category = top.labels.get("category")
             label = f" ({category})" if category else ""
             described = f"{Path(top.uri).stem}{label} {top.score:.3f}"
+            if top.matched_view:  # found through a view of the query (inset, straightened)
+                described += f" ({describe_view(top.matched_view)})"
         say(f"  {query.title}: top hit {described} {verdict}")
 
     photo_checks = [query.top_hit_correct for query in photo_query_list]

@@ -12,6 +12,7 @@ from PIL import Image
 
 from imgsearch.client import Client, ItemInput, content_id
 from tests.cli.conftest import run_cli
+from tests.fixtures.photos import screenshot
 from tests.fixtures.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -91,6 +92,8 @@ def test_search_json_finds_the_original(
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True)
     assert -1.0 <= scores[-1] <= scores[0] <= 1.0
+    # Which view of the query found each hit ("" for the whole image) is part of the JSON.
+    assert all(isinstance(hit["matched_view"], str) for hit in hits)
 
 
 def test_search_table_and_html(
@@ -260,3 +263,19 @@ def test_python_client_batches_inserts_and_keeps_order(stack_address: str) -> No
         assert [item.id for item in stored.items] == ["batch-0", "batch-2", "batch-4"]
         assert stored.missing_ids == ["batch-1-truncated", "batch-3-text"]
         assert client.delete(["batch-0", "batch-2", "batch-4"]) == 3
+
+
+def test_search_says_when_a_view_of_the_query_found_the_hit(
+    stack_address: str, ingested: dict, tmp_path: Path
+) -> None:
+    query = tmp_path / "shot.jpg"
+    query.write_bytes(screenshot("astronaut", backdrop="immunohistochemistry"))
+    as_json = run_cli(["search", str(query), "-k", "2", "--json"], stack_address)
+    assert as_json.code == 0, as_json.stderr
+    first = as_json.json()["hits"][0]
+    assert first["uri"].endswith("astronaut.png")
+    assert first["matched_view"] == "inset"
+    table = run_cli(["search", str(query), "-k", "2"], stack_address)
+    assert table.code == 0, table.stderr
+    assert "found" in table.stdout
+    assert "pasted" in table.stdout

@@ -31,6 +31,8 @@ def test_demo_writes_results_and_stops_the_stack(tmp_path: Path) -> None:
     # Edited copies of the photos find their original first.
     assert "the original is the top hit for 6 of 6 easy edits and" in log
     assert re.search(r"and [0-5] of 5 hard edits", log)
+    # The photo pasted into a screenshot is found through the query's inset view, and says so.
+    assert "(found as the picture pasted into your image) expected" in log
     assert re.search(r"Fashion-MNIST: \d+\.\d% of the top-5 hits share the class", log)
     assert f"wrote {out / 'results.html'}" in log
     # Not kept running (no terminal): the page is not advertised as if it stayed up.

@@ -20,7 +20,7 @@ from tests.fixtures.backends import search_address
 
 pytestmark = pytest.mark.slow
 
-KINDS = ("mirror", "jpeg_q20", "grayscale", "thumbnail_48")
+KINDS = ("mirror", "jpeg_q20", "grayscale", "thumbnail_48", "pasted_small")
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,17 @@ async def test_the_scaled_down_evaluation_measures_known_answers(
     assert end_to_end["easy"]["recall@1"] == 1.0
     assert 0.0 <= end_to_end["hard"]["recall@1"] <= 1.0
 
+    # Query views: exact search asks the Embedder for them as Search does. A photo pasted
+    # into a screenshot is found as an inset; an unedited-looking copy has none.
+    views = report.views
+    assert set(views) == {*KINDS, "all"}
+    assert views["pasted_small"]["found_inset"] >= 0.5
+    assert views["pasted_small"]["answer_inset_exact"] >= 0.5
+    assert views["pasted_small"]["answer_inset_end_to_end"] >= 0.5
+    assert views["mirror"]["found"] == 0.0
+    whole_only = report.retrieval[label]["exact_whole_image"]
+    assert exact["pasted_small"]["recall@1"] >= whole_only["pasted_small"]["recall@1"]
+
     fashion = report.fashion
     assert set(fashion) == {label, "raw pixels (784-d)"}
     for scores in fashion.values():
@@ -94,6 +105,8 @@ async def test_the_scaled_down_evaluation_measures_known_answers(
     json.dumps(line)  # one JSON line
     markdown = render_markdown(report, {})
     assert "| mirror | easy |" in markdown
+    assert "## Query views" in markdown
+    assert "| pasted_small |" in markdown
     assert "raw pixels (784-d)" in markdown
     assert "| photo/skimage | 6 | 6 |" in markdown
     # The audit of the sets: the closest pairs, each gallery picture against another one.

@@ -173,6 +173,8 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         self.final = False  # send a negative retry pushback: "do not retry"
         self.calls = 0
         self.images = 0  # images received in Embed calls
+        self.views: list[embedder_pb2.View] = []  # views returned with every embedding
+        self.asked_views: list[bool] = []  # EmbedRequest.query_views of each call
 
     async def GetModel(self, request, context):
         return embedder_pb2.GetModelResponse(
@@ -183,6 +185,7 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
     async def Embed(self, request, context):
         self.calls += 1
         self.images += len(request.images)
+        self.asked_views.append(request.query_views)
         if self.code is not None and (
             POISON in request.images or self.code != grpc.StatusCode.INTERNAL
         ):
@@ -195,7 +198,9 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         for image in request.images:
             vector = rng.normal(size=DIMENSION) + len(image)
             embeddings.append(
-                embedder_pb2.Embedding(vector=(vector / np.linalg.norm(vector)).tolist())
+                embedder_pb2.Embedding(
+                    vector=(vector / np.linalg.norm(vector)).tolist(), views=self.views
+                )
             )
         return embedder_pb2.EmbedResponse(
             embeddings=embeddings, model=MODEL, fingerprint=FINGERPRINT
@@ -244,6 +249,32 @@ async def test_only_retriable_embedder_failures_are_retried(
         with pytest.raises(expected):
             await client.embed([POISON], Deadline(10))
         assert servicer.calls == calls
+    finally:
+        await client.close()
+
+
+async def test_query_views_are_asked_for_only_when_wanted_and_checked(
+    stand_in: tuple[StandInEmbedder, str],
+) -> None:
+    """The stand-in returns views whether asked or not: the client must ask for them
+    only when told, keep them only then, and refuse vectors of another length."""
+    servicer, address = stand_in
+    client = EmbedderClient(address, 0, 1 << 20, DependencyMetrics(CollectorRegistry()))
+    good = embedder_pb2.View(kind="inset", vector=[1.0] + [0.0] * (DIMENSION - 1))
+    nameless = embedder_pb2.View(kind="", vector=[1.0] + [0.0] * (DIMENSION - 1))
+    try:
+        await client.get_model(Deadline(5))
+        servicer.views = [good, nameless]
+        embedding, fingerprint = await client.embed_query(b"q", Deadline(10), views=True)
+        assert fingerprint == FINGERPRINT
+        assert [view.kind for view in embedding.views] == ["inset"]
+        plain, _ = await client.embed_query(b"q", Deadline(10), views=False)
+        assert list(plain.views) == []
+        assert servicer.asked_views == [True, False]
+        # A view of another length than the model's: the Embedder does not fit (UNAVAILABLE).
+        servicer.views = [embedder_pb2.View(kind="inset", vector=[1.0] * (DIMENSION + 1))]
+        with pytest.raises(UnavailableError, match="has its model changed"):
+            await client.embed_query(b"q", Deadline(10), views=True)
     finally:
         await client.close()
 

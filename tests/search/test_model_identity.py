@@ -145,3 +145,41 @@ async def test_cached_embeddings_are_keyed_by_fingerprint(redis_url: str) -> Non
     finally:
         for cache in (writer, same, other):
             await cache.close()
+
+
+async def test_query_views_are_cached_apart_from_whole_image_embeddings(redis_url: str) -> None:
+    """A whole-image entry never answers a query that wants views, and the reverse.
+
+    The Embedding messages are built by hand: the test is about the cache's keys,
+    not about what the Embedder finds.
+    """
+    from prometheus_client import CollectorRegistry
+
+    settings = SearchSettings(redis_url=redis_url)
+    cache = QueryCache(
+        settings, f"test-{uuid.uuid4().hex}", "c" * 64, CacheMetrics(CollectorRegistry())
+    )
+    whole_only, with_views, no_views = (uuid.uuid4().hex for _ in range(3))
+    vector = np.arange(8, dtype=np.float32)
+    inset = embedder_pb2.View(kind="inset", vector=[1.0] * 8, box=[0, 0, 1, 1], score=0.9)
+    try:
+        await cache.put_embeddings({whole_only: vector})
+        assert await cache.get_query_embedding(whole_only, 8) is None
+        await cache.put_query_embedding(
+            with_views, embedder_pb2.Embedding(vector=vector.tolist(), views=[inset])
+        )
+        found = await cache.get_query_embedding(with_views, 8)
+        assert found is not None
+        assert [view.kind for view in found.views] == ["inset"]
+        assert list(found.views[0].box) == [0, 0, 1, 1]
+        # The views call also fills the whole-image entry: the same vector.
+        np.testing.assert_array_equal((await cache.get_embeddings([with_views], 8))[0], vector)
+        # "No views" is an answer too, cached as such.
+        await cache.put_query_embedding(no_views, embedder_pb2.Embedding(vector=vector.tolist()))
+        empty = await cache.get_query_embedding(no_views, 8)
+        assert empty is not None
+        assert not empty.views
+        # Another dimension (another model, a corrupt entry) is a miss.
+        assert await cache.get_query_embedding(with_views, 16) is None
+    finally:
+        await cache.close()

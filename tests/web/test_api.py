@@ -58,6 +58,8 @@ def test_search_by_image_raw_and_multipart_by_id_and_by_vector(web: WebUnderTest
     assert raw["hits"][0]["id"] == "web/coins"
     assert raw["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert raw["hits"][0]["thumbnail_url"] == "v1/thumbnails/web%2Fcoins"
+    # The photo itself: found by the whole image, not by a view of it.
+    assert raw["hits"][0]["matched_view"] == ""
     assert len(raw["hits"]) == 3
 
     by_id = web.http.post("/v1/search", json={"id": "web/moon", "top_k": 2, "filter": SUITE_FILTER})
@@ -289,5 +291,8 @@ def test_openapi_document_is_typed_and_maps_errors(web: WebUnderTest) -> None:
             }
     schemas = document["components"]["schemas"]
     assert {"SearchResult", "Item", "ItemPage", "DuplicatesEvent", "ErrorBody"} <= set(schemas)
+    matched_view = schemas["Hit"]["properties"]["matched_view"]
+    assert matched_view["type"] == "string"
+    assert "inset" in matched_view["description"]
     body = paths["/v1/search/image"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/jpeg", "application/octet-stream"} <= set(body)

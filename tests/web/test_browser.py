@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.fixtures.photos import corrupt
+from tests.fixtures.photos import corrupt, screenshot
 from tests.web.conftest import SUITE_FILTER, WebUnderTest
 
 pytestmark = pytest.mark.slow
@@ -347,3 +347,23 @@ async def test_hit_names_are_shown_decoded(browser: Browser, web: WebUnderTest) 
     finally:
         for item_id in uris:
             web.http.delete(f"/v1/items/{item_id}")
+
+
+async def test_a_hit_found_through_a_view_says_so(browser: Browser, web: WebUnderTest) -> None:
+    """A screenshot with a stored photo pasted in: its hit says it was found as that picture."""
+    under_test = await open_page(browser, web)
+    page = under_test.page
+    await drop_file(page, "#dropzone", screenshot("clock", backdrop="coffee"), "shot.jpg",
+                    "image/jpeg")  # fmt: skip
+    await expect(page.locator("#status")).to_contain_text("hits in")
+    first = page.locator("#results figure").first
+    await expect(first).to_have_attribute("data-id", "web/clock")
+    await expect(first.locator(".matched-view")).to_have_text(
+        "found as the picture pasted into your image"
+    )
+    # A whole-image hit carries no such note.
+    await drop_file(page, "#dropzone", (web.photo_dir / "moon.jpg").read_bytes(), "moon.jpg",
+                    "image/jpeg")  # fmt: skip
+    await expect(page.locator("#results figure").first).to_have_attribute("data-id", "web/moon")
+    await expect(page.locator("#results figure").first.locator(".matched-view")).to_have_count(0)
+    assert under_test.errors == []

@@ -31,6 +31,19 @@ never an old vector) and never invalidated: a
 repeated image query, or re-inserting known images (to change their labels,
 say), skips the Embedder.
 
+An image query that asks for views (SEARCH_QUERY_VIEWS) needs more than the
+whole-image vector: the views the Embedder found in it. Those are cached
+apart, under `imgsearch:query-views:<fingerprint>:<image sha256>`, as the
+Embedder's `Embedding` message (whole-image vector and views; an empty list
+of views is an answer too: most photos have none). A whole-image entry never
+answers a query that wants views (it cannot say whether the image has any),
+and a views entry is only read by such queries; the views call also writes
+the whole-image entry (the same vector), so Insert and view-less queries of
+that image skip the Embedder too. Views come from the Embedder's detectors,
+which the descriptor fingerprint does not cover: an Embedder with other
+detectors serves fresh views once the entries expire
+(`SEARCH_EMBEDDING_CACHE_TTL_S`), or at once under a flushed cache.
+
 Redis is an optimisation, never a dependency: every call has a short timeout,
 no retries, and after a failure the cache is skipped for `redis_retry_after_s`
 (a circuit breaker), so a dead Redis costs one timeout per interval, not one
@@ -50,11 +63,13 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as redis
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from imgsearch.v1 import embedder_pb2
 from imgsearch_search.generations import MARK, READ, Generation, new_token
 from imgsearch_search.outbound import redis_connection_options
 from imgsearch_search.settings import SearchSettings
@@ -70,15 +85,26 @@ UNCERTAIN_S = 30.0
 
 
 class CacheMetrics:
-    """Cache hits, misses and errors, by kind (result or embedding)."""
+    """Cache hits, misses and errors, by kind (result, embedding or query_views)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lookups = Counter(
             "search_cache_lookups",
-            "Cache lookups by kind (result, embedding) and outcome (hit, miss, error, skipped).",
+            "Cache lookups by kind (result, embedding, query_views) and outcome"
+            " (hit, miss, error, skipped).",
             ["kind", "outcome"],
             registry=registry,
         )
+
+
+def _parse_embedding(value: bytes, dimension: int) -> embedder_pb2.Embedding | None:
+    """A cached Embedding; None when it does not parse or a vector is not `dimension` long."""
+    try:
+        embedding = embedder_pb2.Embedding.FromString(bytes(value))
+    except DecodeError:
+        return None
+    sizes = [len(embedding.vector), *(len(view.vector) for view in embedding.views)]
+    return embedding if all(size == dimension for size in sizes) else None
 
 
 def _stricter(one: tuple[str, float], other: tuple[str, float]) -> tuple[str, float]:
@@ -106,6 +132,8 @@ class QueryCache:
         self._result_prefix = f"imgsearch:{digest}:result:"
         # Embeddings depend on the image and the descriptor only: shared by collections.
         self._embedding_prefix = f"imgsearch:embedding:{fingerprint}:"
+        # A query image's whole-image vector and views (an Embedding message).
+        self._views_prefix = f"imgsearch:query-views:{fingerprint}:"
         self._client: redis.Redis | None = None
         if self._enabled:
             # TLS (rediss://) and the password file: imgsearch_search.outbound.
@@ -314,5 +342,47 @@ class QueryCache:
             await pipeline.execute()
         except (RedisError, OSError) as error:
             self._failed("put embeddings", error)
+            return
+        self._succeeded()
+
+    async def get_query_embedding(
+        self, image_sha256: str, dimension: int
+    ) -> embedder_pb2.Embedding | None:
+        """The cached whole-image vector and views of a query image (None when unknown).
+
+        An entry that does not parse, or holds a vector of another length, is ignored.
+        """
+        ok, value = await self._command(
+            "get query views", "GET", f"{self._views_prefix}{image_sha256}"
+        )
+        if not ok:
+            self._metrics.lookups.labels("query_views", "error").inc()
+            return None
+        embedding = _parse_embedding(value, dimension) if value is not None else None
+        self._metrics.lookups.labels("query_views", "miss" if embedding is None else "hit").inc()
+        return embedding
+
+    async def put_query_embedding(
+        self, image_sha256: str, embedding: embedder_pb2.Embedding
+    ) -> None:
+        """Remember a query image's vector and views, and its whole-image entry (one round trip)."""
+        if not self._usable():
+            return
+        assert self._client is not None
+        pipeline = self._client.pipeline(transaction=False)
+        pipeline.set(
+            f"{self._views_prefix}{image_sha256}",
+            embedding.SerializeToString(),
+            ex=self._embedding_ttl_s,
+        )
+        pipeline.set(
+            f"{self._embedding_prefix}{image_sha256}",
+            np.asarray(embedding.vector, dtype="<f4").tobytes(),
+            ex=self._embedding_ttl_s,
+        )
+        try:
+            await pipeline.execute()
+        except (RedisError, OSError) as error:
+            self._failed("put query views", error)
             return
         self._succeeded()

@@ -329,6 +329,36 @@ class EmbedderClient:
             )
         return vectors, reply.fingerprint
 
+    async def embed_query(
+        self, image: bytes, deadline: Deadline, *, views: bool
+    ) -> tuple[embedder_pb2.Embedding, str]:
+        """Embed one query image, with its views when `views` (EmbedRequest.query_views).
+
+        Returns the Embedding message (its vector and, when asked for, the views
+        the Embedder found: none from an Embedder that predates views, which
+        then serves the whole image alone) and the model fingerprint. Every
+        vector is checked to have the model's dimension (UnavailableError, as
+        in `embed`); views with an empty kind are dropped.
+        """
+        info = self._require_info()
+        request = embedder_pb2.EmbedRequest(images=[image], query_views=views)
+        reply = await self._call("Embed", request, deadline, "Embed")
+        if len(reply.embeddings) != 1:
+            raise UnavailableError(
+                f"the Embedder returned {len(reply.embeddings)} embeddings for 1 image"
+            )
+        embedding = reply.embeddings[0]
+        kept = [view for view in embedding.views if view.kind] if views else []
+        del embedding.views[:]
+        embedding.views.extend(kept)
+        shapes = [len(embedding.vector), *(len(view.vector) for view in kept)]
+        if any(size != info.dimension for size in shapes):
+            raise UnavailableError(
+                f"the Embedder returned vectors of {shapes} values for one query, expected"
+                f" {info.dimension}; has its model changed?"
+            )
+        return embedding, reply.fingerprint
+
     def plan_calls(self, images: Sequence[bytes]) -> tuple[list[list[int]], dict[int, str]]:
         """Group image indexes into Embed calls within the Embedder's limits.
 

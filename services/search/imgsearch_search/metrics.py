@@ -2,12 +2,13 @@
 
 They answer "which dependency is slow or failing?" (every Milvus and Embedder
 call timed by operation and outcome) and "what does the cache buy?" (Search
-latency by query kind and cache outcome), in the server's own registry.
+latency by query kind and cache outcome) and "do query views matter?" (image
+queries by the view that found their first hit), in the server's own registry.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from imgsearch.common.metrics import LATENCY_BUCKETS
 
@@ -27,7 +28,8 @@ class DependencyMetrics:
 
 
 class QueryMetrics:
-    """Search latency by query kind (image, id, vector) and cache outcome (hit, miss)."""
+    """Search latency by query kind (image, id, vector) and cache outcome (hit, miss), and
+    image queries by the view that found their first hit."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.latency = Histogram(
@@ -35,5 +37,12 @@ class QueryMetrics:
             "Time to answer a successful Search, by query kind and cache outcome.",
             ["query", "cache"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.top_hit_views = Counter(
+            "search_top_hit_views",
+            "Image queries answered by Milvus with at least one hit, by the view of the query"
+            " that found the first hit (whole, inset, straightened).",
+            ["view"],
             registry=registry,
         )

@@ -33,7 +33,8 @@ from imgsearch.common.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from imgsearch.v1 import search_pb2, search_pb2_grpc
+from imgsearch.common.query_views import WHOLE_IMAGE, merge_view_hits
+from imgsearch.v1 import embedder_pb2, search_pb2, search_pb2_grpc
 from imgsearch_search.browse import Browser
 from imgsearch_search.cache import QueryCache
 from imgsearch_search.duplicates import DuplicateFinder
@@ -164,11 +165,23 @@ def _forget_write(writes: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[
     return forget
 
 
-def _hit(row: ScoredRow) -> search_pb2.Hit:
-    # Cosine similarity of unit vectors can come back a hair outside [-1, 1].
+def _hit(row: ScoredRow, score: float, view: str) -> search_pb2.Hit:
+    # Cosine similarity of unit vectors can come back a hair outside [-1, 1]
+    # (and a view's score less the margin can go below -1).
     return search_pb2.Hit(
-        id=row.id, score=min(1.0, max(-1.0, row.score)), uri=row.uri, labels=row.labels
+        id=row.id,
+        score=min(1.0, max(-1.0, score)),
+        uri=row.uri,
+        labels=row.labels,
+        matched_view=view,
     )
+
+
+def _query_vectors(embedding: embedder_pb2.Embedding) -> list[tuple[str, np.ndarray]]:
+    """An image query's vectors: the whole image's first, then each view's, with its kind."""
+    vectors = [(WHOLE_IMAGE, np.asarray(embedding.vector, dtype=np.float32))]
+    vectors += [(view.kind, np.asarray(view.vector, dtype=np.float32)) for view in embedding.views]
+    return vectors
 
 
 class SearchService(search_pb2_grpc.SearchServicer):
@@ -393,6 +406,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
             if not image:
                 raise InvalidArgumentError("image is empty")
             identity["image"] = hashlib.sha256(image).hexdigest()
+            # Views change an image query's hits (and only an image query's).
+            identity["query_views"] = settings.query_views
+            identity["view_margin"] = settings.view_margin
         elif kind == "id":
             item_id = request.id
             check_id(item_id)
@@ -424,13 +440,26 @@ class SearchService(search_pb2_grpc.SearchServicer):
             vector=vector,
         )
 
-    async def _embed_query(self, image: bytes, deadline: Deadline) -> np.ndarray:
+    async def _embed_query(self, image: bytes, deadline: Deadline) -> list[tuple[str, np.ndarray]]:
+        """The query image's vectors, (view kind, vector), the whole image's first.
+
+        With SEARCH_QUERY_VIEWS the Embedder is asked for views too
+        (EmbedRequest.query_views), and the cache holds them apart from
+        whole-image entries (`QueryCache.get_query_embedding`); without it, only
+        the whole-image vector is asked for and cached.
+        """
         info = self._store.info
         assert info is not None
         digest = hashlib.sha256(image).hexdigest()
-        cached = (await self._cache.get_embeddings([digest], info.dimension))[0]
-        if cached is not None:
-            return cached
+        views = self._settings.query_views
+        if views:
+            known = await self._cache.get_query_embedding(digest, info.dimension)
+            if known is not None:
+                return _query_vectors(known)
+        else:
+            cached = (await self._cache.get_embeddings([digest], info.dimension))[0]
+            if cached is not None:
+                return [(WHOLE_IMAGE, cached)]
         limits = self._embedder.info
         if limits is not None and len(image) > limits.max_request_bytes:
             raise InvalidArgumentError(
@@ -438,7 +467,7 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 f" {limits.max_request_bytes} bytes"
             )
         try:
-            vectors, fingerprint = await self._embedder.embed([image], deadline)
+            embedding, fingerprint = await self._embedder.embed_query(image, deadline, views=views)
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"image: {error.message}") from None
         if fingerprint != info.fingerprint:
@@ -446,8 +475,48 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 f"the Embedder now serves model fingerprint {fingerprint} but collection"
                 f" {info.name!r} holds {info.model!r} (fingerprint {info.fingerprint})"
             )
-        await self._cache.put_embeddings({digest: vectors[0]})
-        return vectors[0]
+        vectors = _query_vectors(embedding)
+        if views:
+            await self._cache.put_query_embedding(digest, embedding)
+        else:
+            await self._cache.put_embeddings({digest: vectors[0][1]})
+        return vectors
+
+    def _merged_hits(
+        self,
+        query: _Query,
+        kinds: Sequence[str],
+        lists: Sequence[list[ScoredRow]],
+        first: search_pb2.Hit | None,
+    ) -> list[search_pb2.Hit]:
+        """The hits of every query vector merged per item (`merge_view_hits`), best first.
+
+        An id query's own item is left out of Milvus's lists and put first
+        (`first`). min_score is compared with each hit's score as the caller
+        receives it (float32, clamped to [-1, 1]); the hits being sorted,
+        filtering them after taking top_k keeps the same hits as filtering first.
+        """
+        rows: dict[str, ScoredRow] = {}
+        for found in lists:
+            for row in found:
+                rows.setdefault(row.id, row)
+        own = query.item_id if query.kind == "id" else None
+        pairs = [
+            (kind, [(row.id, row.score) for row in found if row.id != own])
+            for kind, found in zip(kinds, lists, strict=True)
+        ]
+        wanted = query.top_k - (1 if first is not None else 0)
+        merged = (
+            merge_view_hits(pairs, margin=self._settings.view_margin, top_k=wanted)
+            if wanted > 0
+            else []
+        )
+        hits = [_hit(rows[hit.key], hit.score, hit.view) for hit in merged]
+        if first is not None:
+            hits.insert(0, first)
+        if query.min_score is not None:
+            hits = [hit for hit in hits if hit.score >= query.min_score]
+        return hits
 
     async def Search(
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
@@ -467,31 +536,32 @@ class SearchService(search_pb2_grpc.SearchServicer):
 
         first: search_pb2.Hit | None = None
         if query.kind == "image":
-            vector = await self._embed_query(query.image, deadline)
+            vectors = await self._embed_query(query.image, deadline)
         elif query.kind == "id":
             found = await self._store.get([query.item_id], True, deadline.timeout())
             row = found.get(query.item_id)
             if row is None or row.vector is None:
                 raise NotFoundError(f"id {query.item_id[:80]!r} is not in the collection")
-            vector = _unit(np.asarray(row.vector, dtype=np.float32))
+            vectors = [(WHOLE_IMAGE, _unit(np.asarray(row.vector, dtype=np.float32)))]
             # The item itself is the best match by definition: first, unless
             # the filter leaves it out like any other item.
             if query.label_filter is None or query.label_filter.matches(row.labels):
                 first = search_pb2.Hit(id=row.id, score=1.0, uri=row.uri, labels=row.labels)
         else:
             assert query.vector is not None
-            vector = query.vector
+            vectors = [(WHOLE_IMAGE, query.vector)]
 
         # One extra hit in id queries: the item itself comes back from Milvus too.
         limit = min(query.top_k + (1 if query.kind == "id" else 0), MILVUS_MAX_TOP_K)
         expression = query.label_filter.milvus_expression() if query.label_filter else ""
-        rows = await self._store.search(vector.tolist(), limit, expression, deadline.timeout())
-        hits = [_hit(row) for row in rows if query.kind != "id" or row.id != query.item_id]
-        if first is not None:
-            hits.insert(0, first)
-        if query.min_score is not None:
-            hits = [hit for hit in hits if hit.score >= query.min_score]
-        response = search_pb2.SearchResponse(hits=hits[: query.top_k])
+        # One Milvus call for the whole image and its views, each with the same filter and limit.
+        lists = await self._store.search_many(
+            [vector.tolist() for _, vector in vectors], limit, expression, deadline.timeout()
+        )
+        hits = self._merged_hits(query, [kind for kind, _ in vectors], lists, first)
+        if query.kind == "image" and hits:
+            self._metrics.top_hit_views.labels(hits[0].matched_view or "whole").inc()
+        response = search_pb2.SearchResponse(hits=hits)
         await self._cache.put_result(generation, query.cache_key, response.SerializeToString())
         self._metrics.latency.labels(query.kind, "miss").observe(time.perf_counter() - started)
         return response

@@ -194,6 +194,27 @@ class SearchSettings(ServerSettings):
         4, ge=1, description="Embed calls one Insert may have in flight at once."
     )
 
+    # --- query views (imgsearch.common.query_views)
+    query_views: bool = Field(
+        True,
+        description=(
+            "Image queries also ask the Embedder for views of the query (a picture pasted"
+            " into it, as in a screenshot; the query straightened when it is a rotated"
+            " copy) and search those too; a hit says which view found it (matched_view)."
+            " Costs one more forward pass per view found. Insert never asks for views."
+        ),
+    )
+    view_margin: float = Field(
+        0.05,
+        ge=0.0,
+        le=2.0,
+        description=(
+            "How much less a view's cosine similarity counts than the whole image's: an"
+            " item's score is max(whole-image score, view score - view_margin); 2 means a"
+            " view never wins."
+        ),
+    )
+
     # --- thumbnails (made at Insert, stored in Milvus)
     thumbnails_enabled: bool = Field(
         True,

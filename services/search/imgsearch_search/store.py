@@ -131,6 +131,23 @@ def _row(entity: Mapping[str, Any], with_vector: bool) -> StoredRow:
     )
 
 
+def _scored_rows(hits: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
+    """One query vector's Milvus hits as ScoredRows, best first."""
+    rows = []
+    for hit in hits:
+        entity = hit.get("entity") or {}
+        rows.append(
+            ScoredRow(
+                id=str(hit["id"]),
+                score=float(hit["distance"]),
+                uri=str(entity.get("uri") or ""),
+                labels={str(k): str(v) for k, v in (entity.get("labels") or {}).items()},
+            )
+        )
+    rows.sort(key=lambda row: row.score, reverse=True)
+    return rows
+
+
 def _and(*expressions: str) -> str:
     """Milvus expressions joined by `and` (empty ones left out)."""
     return " and ".join(f"({e})" for e in expressions if e)
@@ -471,6 +488,21 @@ class MilvusStore:
         self, vector: Sequence[float], top_k: int, expression: str, timeout_s: float | None
     ) -> list[ScoredRow]:
         """The top_k stored items nearest to `vector` that match `expression`, best first."""
+        return (await self.search_many([vector], top_k, expression, timeout_s))[0]
+
+    async def search_many(
+        self,
+        vectors: Sequence[Sequence[float]],
+        top_k: int,
+        expression: str,
+        timeout_s: float | None,
+    ) -> list[list[ScoredRow]]:
+        """For each vector, its top_k nearest stored items matching `expression`, best first.
+
+        One Milvus search call for all of them (nq = len(vectors): an image
+        query's whole-image vector and its views), each with the same filter
+        and limit; one list per vector, in order.
+        """
         client = self._require_client()
         info = self._require_info()
         with self._admitted():
@@ -478,7 +510,7 @@ class MilvusStore:
                 "the search",
                 client.search,
                 info.name,
-                data=[list(vector)],
+                data=[list(vector) for vector in vectors],
                 anns_field=VECTOR_FIELD,
                 limit=top_k,
                 filter=expression,
@@ -488,19 +520,11 @@ class MilvusStore:
                 consistency_level=self._settings.consistency_level,
                 timeout=self._timeout(timeout_s),
             )
-        hits = []
-        for hit in result[0]:
-            entity = hit.get("entity") or {}
-            hits.append(
-                ScoredRow(
-                    id=str(hit["id"]),
-                    score=float(hit["distance"]),
-                    uri=str(entity.get("uri") or ""),
-                    labels={str(k): str(v) for k, v in (entity.get("labels") or {}).items()},
-                )
+        if len(result) != len(vectors):
+            raise UnavailableError(
+                f"{self.where} answered {len(result)} result lists for {len(vectors)} vectors"
             )
-        hits.sort(key=lambda h: h.score, reverse=True)
-        return hits
+        return [_scored_rows(hits) for hits in result]
 
     def _fields(self, with_vectors: bool, with_thumbnails: bool) -> list[str]:
         fields = list(STORED_FIELDS)

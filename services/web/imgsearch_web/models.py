@@ -33,6 +33,15 @@ class Hit(BaseModel):
     uri: str = Field(description="The item's uri, as inserted.")
     labels: dict[str, str] = Field(description="The item's labels, as inserted.")
     thumbnail_url: str = Field(description=THUMBNAIL_URL)
+    matched_view: str = Field(
+        "",
+        description=(
+            "Which view of an image query found the item at this score: empty for the"
+            ' whole image, "inset" for the picture pasted into the query (as in a'
+            ' screenshot), "straightened" for the query turned back upright. Always empty'
+            " for id and vector queries."
+        ),
+    )
 
     @classmethod
     def of(cls, hit: search_pb2.Hit) -> Hit:
@@ -42,6 +51,7 @@ class Hit(BaseModel):
             uri=hit.uri,
             labels=dict(hit.labels),
             thumbnail_url=thumbnail_url(hit.id),
+            matched_view=hit.matched_view,
         )
 
 

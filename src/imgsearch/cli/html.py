@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from imgsearch.client import Hit
+from imgsearch.common.query_views import describe_view
 from imgsearch.filenames import path_from_uri
 
 THUMBNAIL_SIDE = 160
@@ -116,9 +117,12 @@ def render_page(title: str, sections: Sequence[ResultSection], intro_html: str =
         figures = [_figure(section.query_src, "query", "query")]
         for rank, hit in enumerate(section.hits, start=1):
             labels = ", ".join(f"{key}={value}" for key, value in sorted(hit.labels.items()))
+            view = describe_view(hit.matched_view)
             caption = (
                 f'#{rank} <span class="score">{hit.score:.4f}</span><br>'
-                f"{html.escape(hit.id[:40])}" + (f"<br>{html.escape(labels)}" if labels else "")
+                f"{html.escape(hit.id[:40])}"
+                + (f"<br>{html.escape(labels)}" if labels else "")
+                + (f'<br><em class="view">{html.escape(view)}</em>' if view else "")
             )
             figures.append(_figure(hit_image_src(hit.uri), caption))
         if not section.hits:

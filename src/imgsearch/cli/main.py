@@ -50,6 +50,7 @@ from imgsearch.client import (
 )
 from imgsearch.client_security import TLS_CA_ENV, TOKEN_FILE_ENV
 from imgsearch.common import errors
+from imgsearch.common.query_views import describe_view
 from imgsearch.common.settings import ConfigurationError
 from imgsearch.filenames import escape_name
 from imgsearch.secure_stack import SecureFiles
@@ -486,9 +487,17 @@ def search_command(
         "id", no_wrap=True, min_width=min(64, max((len(h.id) for h in result.hits), default=2))
     )
     table.add_column("uri", overflow="fold")
+    # Hits found through a view of the query (a picture pasted into it, the query
+    # straightened) say so; the column is left out when every hit is the whole image's.
+    views = any(hit.matched_view for hit in result.hits)
+    if views:
+        table.add_column("found", overflow="fold")
     for rank, hit in enumerate(result.hits, start=1):
         # Text, not str: ids and uris are data, never rich markup.
-        table.add_row(str(rank), f"{hit.score:.4f}", Text(hit.id), Text(hit.uri))
+        cells = [str(rank), f"{hit.score:.4f}", Text(hit.id), Text(hit.uri)]
+        if views:
+            cells.append(Text(describe_view(hit.matched_view) or "as your whole image"))
+        table.add_row(*cells)
     _out.print(table)
     if html_file is not None:
         _out.print(f"wrote {escape_name(html_file)}", markup=False)

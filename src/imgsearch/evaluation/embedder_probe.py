@@ -13,7 +13,7 @@ import numpy as np
 
 from imgsearch.evaluation import datasets
 from imgsearch.evaluation.config import EvalConfig, Say
-from imgsearch.evaluation.records import EvalData, Vectors
+from imgsearch.evaluation.records import EvalData, QueryViews, Vectors
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 
 
@@ -37,12 +37,45 @@ class EmbedderProbe:
         reply = self._stub.Embed(embedder_pb2.EmbedRequest(images=list(images)), timeout=600)
         return np.array([e.vector for e in reply.embeddings], dtype=np.float32)
 
+    def embed_with_views(
+        self, images: Sequence[bytes]
+    ) -> tuple[np.ndarray, list[list[tuple[str, list[float]]]]]:
+        """Each image's vector and the views found in it (EmbedRequest.query_views), in order."""
+        request = embedder_pb2.EmbedRequest(images=list(images), query_views=True)
+        reply = self._stub.Embed(request, timeout=600)
+        vectors = np.array([e.vector for e in reply.embeddings], dtype=np.float32)
+        views = [[(v.kind, list(v.vector)) for v in e.views] for e in reply.embeddings]
+        return vectors, views
+
     def embed_all(self, images: Sequence[bytes], batch: int, concurrency: int) -> np.ndarray:
         """Every image's vector, in order (batches of `batch`, `concurrency` calls in flight)."""
         chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
         with ThreadPoolExecutor(concurrency) as pool:
             parts = list(pool.map(self.embed, chunks))
         return np.concatenate(parts) if parts else np.zeros((0, self.model.dimension), np.float32)
+
+    def embed_queries(
+        self, images: Sequence[bytes], batch: int, concurrency: int
+    ) -> tuple[np.ndarray, QueryViews]:
+        """Every query's whole-image vector and the views found in it, as Search asks for them."""
+        chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+        with ThreadPoolExecutor(concurrency) as pool:
+            parts = list(pool.map(self.embed_with_views, chunks))
+        dimension = self.model.dimension
+        if not parts:
+            return np.zeros((0, dimension), np.float32), QueryViews.empty(dimension)
+        vectors = np.concatenate([part[0] for part in parts])
+        per_query = [views for part in parts for views in part[1]]
+        found = [
+            (index, kind, vector) for index, views in enumerate(per_query) for kind, vector in views
+        ]
+        if not found:
+            return vectors, QueryViews.empty(dimension)
+        return vectors, QueryViews(
+            vectors=np.array([vector for _, _, vector in found], dtype=np.float32),
+            query=np.array([index for index, _, _ in found], dtype=np.int64),
+            kinds=[kind for _, kind, _ in found],
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -55,14 +88,27 @@ class EmbedderProbe:
 
 
 def embed_sets(
-    probe: EmbedderProbe, data: EvalData, config: EvalConfig, say: Say, label: str
+    probe: EmbedderProbe,
+    data: EvalData,
+    config: EvalConfig,
+    say: Say,
+    label: str,
+    *,
+    views: bool = False,
 ) -> Vectors:
-    """Every set's vectors from one Embedder."""
+    """Every set's vectors from one Embedder; with `views`, the queries' views too."""
     started = time.perf_counter()
     batch, concurrency = config.batch_size, config.concurrency
+    query_images = [q.image for q in data.queries]
+    query_views = None
+    if views:
+        queries, query_views = probe.embed_queries(query_images, batch, concurrency)
+    else:
+        queries = probe.embed_all(query_images, batch, concurrency)
     vectors = Vectors(
         probe.embed_all([p.jpeg for p in data.indexed], batch, concurrency),
-        probe.embed_all([q.image for q in data.queries], batch, concurrency),
+        queries,
+        query_views=query_views,
     )
     if data.fashion_gallery is not None and data.fashion_queries is not None:
         vectors.fashion_gallery = probe.embed_all(

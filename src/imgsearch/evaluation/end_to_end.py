@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from imgsearch.client import Client, ItemInput
 from imgsearch.evaluation.config import SEARCH_TOP_K, Say
@@ -34,18 +35,35 @@ def insert_indexed(client: Client, data: EvalData, say: Say) -> float:
     return len(items) / elapsed
 
 
-def search_end_to_end(
-    client: Client, data: EvalData, concurrency: int
-) -> tuple[list[int | None], list[float], list[list[str]]]:
-    """Every query through Search.Search: (rank of the answer, latency ms, top-3 ids)."""
+@dataclass(frozen=True)
+class EndToEnd:
+    """Every query's outcome through Search.Search, in query order."""
 
-    def one(query: Query) -> tuple[int | None, float, list[str]]:
+    ranks: list[int | None]  # rank of the answer (None past SEARCH_TOP_K)
+    latencies_ms: list[float]
+    top3: list[list[str]]  # ids of the first three hits
+    # Hit.matched_view of the answer's hit ("" whole image, "inset", "straightened"; None
+    # when the answer was not returned).
+    matched_views: list[str | None]
+
+
+def search_end_to_end(client: Client, data: EvalData, concurrency: int) -> EndToEnd:
+    """Every query through Search.Search (Search asks for the query's views itself)."""
+
+    def one(query: Query) -> tuple[int | None, float, list[str], str | None]:
         started = time.perf_counter()
         result = client.search(query.image, k=SEARCH_TOP_K)
         latency = (time.perf_counter() - started) * 1000
         ids = [hit.id for hit in result.hits]
-        return rank_of(ids, item_id(query.answer)), latency, ids[:3]
+        rank = rank_of(ids, item_id(query.answer))
+        view = None if rank is None else result.hits[rank - 1].matched_view
+        return rank, latency, ids[:3], view
 
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, data.queries))
-    return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
+    return EndToEnd(
+        ranks=[r[0] for r in results],
+        latencies_ms=[r[1] for r in results],
+        top3=[r[2] for r in results],
+        matched_views=[r[3] for r in results],
+    )

@@ -35,6 +35,23 @@ class EvalData:
 
 
 @dataclass
+class QueryViews:
+    """The views the Embedder found in the queries (EmbedRequest.query_views), flattened.
+
+    Row i of `vectors` is a view of query `query[i]`, of kind `kinds[i]`
+    ("inset", "straightened"); a query's views keep the Embedder's order.
+    """
+
+    vectors: np.ndarray  # (V, D), unit-norm rows
+    query: np.ndarray  # (V,) int: index of the query each view belongs to
+    kinds: list[str]
+
+    @classmethod
+    def empty(cls, dimension: int) -> QueryViews:
+        return cls(np.zeros((0, dimension), np.float32), np.zeros(0, np.int64), [])
+
+
+@dataclass
 class Vectors:
     """One descriptor's vectors of every set (rows unit-norm)."""
 
@@ -42,6 +59,8 @@ class Vectors:
     queries: np.ndarray
     fashion_gallery: np.ndarray | None = None
     fashion_queries: np.ndarray | None = None
+    # Views of the queries (None: not asked for, as for the previous default descriptor).
+    query_views: QueryViews | None = None
 
 
 @dataclass
@@ -60,6 +79,9 @@ class Report:
     speed: dict[str, Any] = field(default_factory=dict)
     consistency: dict[str, float] = field(default_factory=dict)
     misses: list[dict[str, Any]] = field(default_factory=list)
+    # Query views per edit kind: {kind: {"found", "found_inset", "found_straightened",
+    # "answer_<view>_end_to_end", "answer_<view>_exact": share of the kind's queries}}.
+    views: dict[str, dict[str, float]] = field(default_factory=dict)
     # The closest (gallery, other indexed picture) pairs by the default descriptor: an audit
     # that no indexed picture is a copy of a gallery picture.
     closest_pairs: list[dict[str, Any]] = field(default_factory=list)

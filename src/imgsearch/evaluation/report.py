@@ -9,6 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from imgsearch.common.query_views import DEFAULT_VIEW_MARGIN
 from imgsearch.evaluation.records import Report
 
 
@@ -41,6 +42,9 @@ def headline(report: Report) -> dict[str, Any]:
         "hard_recall@1": e2e.get("hard", {}).get("recall@1"),
         "exact_easy_recall@1": exact.get("easy", {}).get("recall@1"),
         "exact_hard_recall@1": exact.get("hard", {}).get("recall@1"),
+        "exact_whole_image_hard_recall@1": default.get("exact_whole_image", {})
+        .get("hard", {})
+        .get("recall@1"),
         "worst_kind": worst,
         "worst_kind_recall@1": e2e[worst]["recall@1"] if worst else None,
         "map": e2e["all"]["map"],
@@ -76,11 +80,15 @@ def headline(report: Report) -> dict[str, Any]:
 def _kind_table(report: Report) -> list[str]:
     default = report.retrieval[_default_label(report)]
     baseline = _baseline_label(report)
+    whole = default.get("exact_whole_image")
     head = (
         "| kind | group | edit | recall@1 end to end | recall@1 exact | recall@10 end to end"
         " | mAP end to end |"
     )
     sep = "|---|---|---|---:|---:|---:|---:|"
+    if whole:
+        head += " recall@1 exact, whole image only |"
+        sep += "---:|"
     if baseline:
         head += " previous default: recall@1 exact |"
         sep += "---:|"
@@ -98,10 +106,43 @@ def _kind_table(report: Report) -> list[str]:
             f"| {bold}{name}{bold} | {group} | {description} | {_f(e2e['recall@1'])} |"
             f" {_f(exact.get('recall@1'))} | {_f(e2e['recall@10'])} | {_f(e2e['map'])} |"
         )
+        if whole:
+            row += f" {_f(whole.get(name, {}).get('recall@1'))} |"
         if baseline:
             row += f" {_f(report.retrieval[baseline]['exact'].get(name, {}).get('recall@1'))} |"
         rows.append(row)
     return rows
+
+
+def _views_section(report: Report) -> list[str]:
+    """Per edit kind: how often the Embedder found a view, and which view found the answer."""
+    if not report.views:
+        return []
+    names = [k["name"] for k in report.kinds if k["name"] in report.views] + ["all"]
+    rows = [
+        "## Query views",
+        "",
+        "Share of each kind's queries in which the Embedder found a view (an *inset*: a"
+        " picture pasted into the query; *straightened*: the query turned back upright and"
+        " cropped), and share whose original was found through a view, that is, whose hit"
+        " for the original says `matched_view` inset or straightened (end to end / exact).",
+        "",
+        "| kind | a view found | inset found | straightened found |"
+        " original found by the inset | original found straightened |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        row = report.views.get(name)
+        if row is None:
+            continue
+        bold = "**" if name == "all" else ""
+        rows.append(
+            f"| {bold}{name}{bold} | {_f(row['found'])} | {_f(row['found_inset'])} |"
+            f" {_f(row['found_straightened'])} | {_f(row['answer_inset_end_to_end'])} /"
+            f" {_f(row['answer_inset_exact'])} | {_f(row['answer_straightened_end_to_end'])} /"
+            f" {_f(row['answer_straightened_exact'])} |"
+        )
+    return [*rows, ""]
 
 
 def _fashion_table(report: Report) -> list[str]:
@@ -178,6 +219,17 @@ def _intro(report: Report) -> list[str]:
         " its original. *End to end*: the query image goes to Search.Search (the Embedder"
         " embeds it, the Milvus index finds the top 100; cache off). *Exact*: the same"
         " descriptor, brute-force cosine search in numpy.",
+        "- **Query views.** Besides the whole query, the Embedder looks in an image query"
+        " for a picture pasted into it (*inset*, as in a screenshot) and, when the query is"
+        " a rotated copy with its canvas grown, for the picture turned back upright and"
+        " cropped (*straightened*); each view found is embedded and searched too, and each"
+        f" item scores max(whole-image cosine, view cosine - {DEFAULT_VIEW_MARGIN:g}), the"
+        " hit saying which"
+        " view gave it (`matched_view`). Search does this for every image query"
+        " (`SEARCH_QUERY_VIEWS`, margin `SEARCH_VIEW_MARGIN`); exact search asks the"
+        " Embedder for the same views and merges with the same function"
+        " (`imgsearch.common.query_views`), so the two stay comparable. Indexed pictures"
+        " have no views. *Whole image only*: exact search without the views.",
         "- **Classes.** Fashion-MNIST: a gallery of"
         f" {sets['fashion_gallery']} training images, {sets['fashion_queries']}"
         " test queries, exact search; relevant = same class.",
@@ -311,6 +363,7 @@ def render_markdown(report: Report, plots: dict[str, str]) -> str:
     parts += ["## Recall per edit kind", "", *_kind_table(report), ""]
     if "kinds" in plots:
         parts += [f"![recall@1 per edit kind]({plots['kinds']})", ""]
+    parts += _views_section(report)
     if report.fashion:
         parts += ["## Fashion-MNIST class retrieval", "", *_fashion_table(report), ""]
     parts += _dimension_section(report, plots)

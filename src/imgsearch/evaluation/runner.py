@@ -5,9 +5,11 @@ against running services:
 
 1. builds the sets (`sets`), deterministically from the seed;
 2. inserts gallery and distractors through Search.Insert and sends every edited
-   query through Search.Search (`end_to_end`: Search embeds it and asks the
-   Milvus index);
-3. embeds everything with the default Embedder for exact search (or, with
+   query through Search.Search (`end_to_end`: Search embeds it with its query
+   views and asks the Milvus index);
+3. embeds everything with the default Embedder for exact search, the queries
+   with their views (EmbedRequest.query_views) as Search asks for them, merged
+   by the same rule (`imgsearch.common.query_views`) (or, with
    `dimension_curve`, with an Embedder of the *unprojected* descriptor, and
    applies the shipped projection offline, so exact search can be measured at
    every dimension, checking on a sample that it equals what the live
@@ -16,8 +18,9 @@ against running services:
    comparison in the same run;
 5. measures query-embedding latency and bulk throughput of the default and
    baseline Embedders, interleaved so machine load hits both alike;
-6. computes recall@k and mAP per edit kind, Fashion-MNIST mAP@100 and
-   precision@10 beside raw pixels, and returns a `Report`.
+6. computes recall@k and mAP per edit kind (exact search also without the
+   views), how often a view was found and found the answer, Fashion-MNIST
+   mAP@100 and precision@10 beside raw pixels, and returns a `Report`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from imgsearch.client import Client
 from imgsearch.evaluation import edits, scoring
 from imgsearch.evaluation.config import EvalConfig, Say, Services
 from imgsearch.evaluation.embedder_probe import EmbedderProbe, embed_sets, probe_speed
-from imgsearch.evaluation.end_to_end import insert_indexed, search_end_to_end
+from imgsearch.evaluation.end_to_end import EndToEnd, insert_indexed, search_end_to_end
 from imgsearch.evaluation.records import EvalData, Report, Vectors
 from imgsearch.evaluation.sets import build_data
 
@@ -90,11 +93,11 @@ def _default_vectors(
         if multiscale and config.dimension_curve:
             # Its two views are projected apart: no single unprojected vector to project.
             say("dimension curve: the multi-scale descriptor is truncated, not re-projected")
-        return embed_sets(probe, data, config, say, report.model["model"])
+        return embed_sets(probe, data, config, say, report.model["model"], views=True)
     raw_probe = EmbedderProbe(services.raw_embedder)
     probes["raw"] = raw_probe
     say(f"exact search: the unprojected descriptor ({raw_probe.model.model})")
-    raw = embed_sets(raw_probe, data, config, say, "unprojected")
+    raw = embed_sets(raw_probe, data, config, say, "unprojected", views=True)
     projection = _projection_of(report.model)
     report.dimension_curve = scoring.dimension_curve(data, raw, projection)
     served = scoring.projected(raw, projection, int(report.model["dimension"]))
@@ -129,27 +132,38 @@ def _new_report(config: EvalConfig, data: EvalData, probe: EmbedderProbe) -> Rep
 
 
 def _through_search(report: Report, services: Services, data: EvalData, config: EvalConfig,
-                    say: Say) -> None:  # fmt: skip
+                    say: Say) -> EndToEnd:  # fmt: skip
     """Insert, then every query end to end; fills the end-to-end table, speed and misses."""
     label = _descriptor_label(report.model)
     say(f"end to end through Search at {services.search} ({label})")
     with Client(services.search, timeout=600) as client:
         insert_rate = insert_indexed(client, data, say)
-        ranks, latencies, top3 = search_end_to_end(client, data, config.concurrency)
+        outcome = search_end_to_end(client, data, config.concurrency)
     say("  every query searched end to end")
+    ranks = outcome.ranks
     report.retrieval[label] = {"end_to_end": scoring.per_kind(ranks, data.queries)}
     report.speed["insert_images_per_s"] = insert_rate
-    report.speed["search_latency_p50_ms"] = statistics.median(latencies)
+    report.speed["search_latency_p50_ms"] = statistics.median(outcome.latencies_ms)
     report.misses = [
         {"kind": q.kind, "picture": data.indexed[q.answer].name, "rank": r, "top": t}
-        for q, r, t in zip(data.queries, ranks, top3, strict=True)
+        for q, r, t in zip(data.queries, ranks, outcome.top3, strict=True)
         if r != 1
     ]
+    return outcome
 
 
-def _score_default(report: Report, data: EvalData, served: Vectors) -> None:
+def _score_default(report: Report, data: EvalData, served: Vectors, outcome: EndToEnd) -> None:
     label = _descriptor_label(report.model)
-    report.retrieval[label]["exact"] = scoring.exact_table(served, data)
+    answers = [q.answer for q in data.queries]
+    ranks, matched = scoring.exact_search(served, answers)
+    report.retrieval[label]["exact"] = scoring.per_kind(ranks, data.queries)
+    if served.query_views is not None:
+        # The same vectors without the views: what the views add.
+        whole = scoring.exact_ranks(served.indexed, served.queries, answers)
+        report.retrieval[label]["exact_whole_image"] = scoring.per_kind(whole, data.queries)
+        report.views = scoring.views_table(
+            data.queries, served.query_views, outcome.matched_views, matched
+        )
     if not report.dimension_curve:
         report.dimension_curve = scoring.truncation_curve(report.model, data, served)
     if served.fashion_gallery is not None:
@@ -189,8 +203,8 @@ def evaluate(
             served_job = pool.submit(
                 _default_vectors, report, probe, services, data, config, say, probes
             )
-            _through_search(report, services, data, config, say)
-            _score_default(report, data, served_job.result())
+            outcome = _through_search(report, services, data, config, say)
+            _score_default(report, data, served_job.result(), outcome)
             if baseline_job is not None:
                 _score_baseline(report, data, baseline_job.result())
         if data.fashion_gallery is not None and data.fashion_queries is not None:

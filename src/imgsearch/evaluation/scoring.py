@@ -9,6 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from imgsearch.common.query_views import (
+    DEFAULT_VIEW_MARGIN,
+    INSET,
+    STRAIGHTENED,
+    WHOLE_IMAGE,
+    merge_view_hits,
+)
 from imgsearch.evaluation import edits
 from imgsearch.evaluation.config import RECALL_KS, SEARCH_TOP_K
 from imgsearch.evaluation.metrics import (
@@ -18,7 +25,7 @@ from imgsearch.evaluation.metrics import (
     rank_of,
     recall_at_k,
 )
-from imgsearch.evaluation.records import EvalData, Query, Vectors
+from imgsearch.evaluation.records import EvalData, Query, QueryViews, Vectors
 
 Projection = tuple[np.ndarray, np.ndarray]  # (mean (D,), matrix (D, d))
 
@@ -56,9 +63,84 @@ def exact_ranks(
     return [rank_of(row, answer) for row, answer in zip(top, answers, strict=True)]
 
 
+def _scored(query: np.ndarray, top: np.ndarray, indexed: np.ndarray) -> list[tuple[int, float]]:
+    """(gallery index, cosine) of one query vector's exact top hits, best first."""
+    return list(zip(top.tolist(), (indexed[top] @ query).tolist(), strict=True))
+
+
+def exact_search(
+    vectors: Vectors, answers: Sequence[int], margin: float = DEFAULT_VIEW_MARGIN
+) -> tuple[list[int | None], list[str | None]]:
+    """Rank of each query's answer by exact search, and the view that found it.
+
+    Without views (`vectors.query_views` None or empty), brute-force cosine
+    search of the whole-image vectors. With views, each query's whole-image
+    vector and its views are searched apart and merged by the rule Search
+    serves (`imgsearch.common.query_views.merge_view_hits`, the same
+    `margin` as SEARCH_VIEW_MARGIN's default). The view is "" for the whole
+    image, the view's kind, or None when the answer is not in the top
+    SEARCH_TOP_K.
+    """
+    views = vectors.query_views
+    if views is None or not views.kinds:
+        ranks = exact_ranks(vectors.indexed, vectors.queries, answers)
+        return ranks, [None if rank is None else WHOLE_IMAGE for rank in ranks]
+    top = exact_top_k(vectors.queries, vectors.indexed, SEARCH_TOP_K)
+    view_top = exact_top_k(views.vectors, vectors.indexed, SEARCH_TOP_K)
+    rows_of: dict[int, list[int]] = {}
+    for row, query in enumerate(views.query.tolist()):
+        rows_of.setdefault(query, []).append(row)
+    ranks: list[int | None] = []
+    matched: list[str | None] = []
+    for index, answer in enumerate(answers):
+        lists = [(WHOLE_IMAGE, _scored(vectors.queries[index], top[index], vectors.indexed))]
+        lists += [
+            (views.kinds[row], _scored(views.vectors[row], view_top[row], vectors.indexed))
+            for row in rows_of.get(index, [])
+        ]
+        merged = merge_view_hits(lists, margin=margin, top_k=SEARCH_TOP_K)
+        rank = rank_of([hit.key for hit in merged], answer)
+        ranks.append(rank)
+        matched.append(None if rank is None else merged[rank - 1].view)
+    return ranks, matched
+
+
 def exact_table(vectors: Vectors, data: EvalData) -> dict[str, dict[str, float]]:
+    """Scores per edit kind of exact search (with the queries' views when there are some)."""
     answers = [q.answer for q in data.queries]
-    return per_kind(exact_ranks(vectors.indexed, vectors.queries, answers), data.queries)
+    return per_kind(exact_search(vectors, answers)[0], data.queries)
+
+
+def views_table(
+    queries: Sequence[Query],
+    found: QueryViews | None,
+    end_to_end: Sequence[str | None],
+    exact: Sequence[str | None],
+) -> dict[str, dict[str, float]]:
+    """Per edit kind (and "all"): the share of queries in which the Embedder found a view
+    (of each kind), and the share whose answer was found by each view, end to end
+    (Hit.matched_view) and by exact search."""
+    kinds_of: dict[int, set[str]] = {}
+    if found is not None:
+        for query, kind in zip(found.query.tolist(), found.kinds, strict=True):
+            kinds_of.setdefault(query, set()).add(kind)
+    groups: dict[str, list[int]] = {}
+    for index, query in enumerate(queries):
+        groups.setdefault(query.kind, []).append(index)
+    groups["all"] = list(range(len(queries)))
+    table: dict[str, dict[str, float]] = {}
+    for name, members in groups.items():
+
+        def share(test: Any, members: list[int] = members) -> float:
+            return sum(1 for i in members if test(i)) / len(members)
+
+        row = {"found": share(lambda i: bool(kinds_of.get(i)))}
+        for view in (INSET, STRAIGHTENED):
+            row[f"found_{view}"] = share(lambda i, v=view: v in kinds_of.get(i, ()))
+            row[f"answer_{view}_end_to_end"] = share(lambda i, v=view: end_to_end[i] == v)
+            row[f"answer_{view}_exact"] = share(lambda i, v=view: exact[i] == v)
+        table[name] = row
+    return table
 
 
 def project(vectors: np.ndarray, mean: np.ndarray, matrix: np.ndarray, dim: int) -> np.ndarray:
@@ -100,12 +182,23 @@ def projected(raw: Vectors, projection: Projection | None, dim: int) -> Vectors:
     if projection is None or dim == raw.indexed.shape[1]:
         return raw
     mean, matrix = projection
+    views = raw.query_views
     return Vectors(
         *(
             project(v, mean, matrix, dim) if v is not None else None
             for v in (raw.indexed, raw.queries, raw.fashion_gallery, raw.fashion_queries)
-        )
+        ),
+        query_views=None
+        if views is None
+        else _views_through(views, lambda v: project(v, mean, matrix, dim)),
     )
+
+
+def _views_through(views: QueryViews, change: Any) -> QueryViews:
+    """The same views with `change` applied to their vectors (a projection, a truncation)."""
+    if not views.kinds:
+        return views
+    return QueryViews(change(views.vectors), views.query, views.kinds)
 
 
 def truncated(served: Vectors, dim: int) -> Vectors:
@@ -117,9 +210,11 @@ def truncated(served: Vectors, dim: int) -> Vectors:
         head = v[:, :dim]
         return head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
 
+    views = served.query_views
     return Vectors(
         *(cut(v) for v in (served.indexed, served.queries, served.fashion_gallery,
-                           served.fashion_queries))
+                           served.fashion_queries)),
+        query_views=None if views is None else _views_through(views, cut),
     )  # fmt: skip
 
 

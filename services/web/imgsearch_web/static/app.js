@@ -146,6 +146,16 @@ function decodeEscapes(run) {
   return out;
 }
 
+// What a hit's matched_view says, in words (an unknown kind is named as it is).
+const VIEW_NOTES = {
+  inset: "found as the picture pasted into your image",
+  straightened: "found with your image straightened",
+};
+
+function viewNote(view) {
+  return VIEW_NOTES[view] || `found through the ${view} view of your image`;
+}
+
 // A tile: thumbnail, optional score, id, labels; clicking it runs "more like this".
 function tile(item, score) {
   const figure = document.createElement("figure");
@@ -160,6 +170,13 @@ function tile(item, score) {
     s.className = "score";
     s.textContent = score.toFixed(4);
     caption.append(s);
+  }
+  if (item.matched_view) {
+    const v = document.createElement("span");
+    v.className = "matched-view";
+    v.dataset.matchedView = item.matched_view;
+    v.textContent = viewNote(item.matched_view);
+    caption.append(v);
   }
   const name = displayName(item.uri);
   if (name && name !== item.id) {
