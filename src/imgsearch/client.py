@@ -219,7 +219,8 @@ class Hit:
     uri: str
     labels: dict[str, str]
     # Which view of an image query found it: "" for the whole image, "inset" (the
-    # picture pasted into the query) or "straightened" (the query turned upright).
+    # picture pasted into the query), "straightened" (the query turned upright) or
+    # "uncaptioned" (the query with outlined captions painted over).
     matched_view: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -200,7 +200,8 @@ class SearchSettings(ServerSettings):
         description=(
             "Image queries also ask the Embedder for views of the query (a picture pasted"
             " into it, as in a screenshot; the query straightened when it is a rotated"
-            " copy) and search those too; a hit says which view found it (matched_view)."
+            " copy; the query with outlined captions painted over) and search those too; a"
+            " hit says which view found it (matched_view)."
             " Costs one more forward pass per view found. Insert never asks for views."
         ),
     )

@@ -38,8 +38,9 @@ class Hit(BaseModel):
         description=(
             "Which view of an image query found the item at this score: empty for the"
             ' whole image, "inset" for the picture pasted into the query (as in a'
-            ' screenshot), "straightened" for the query turned back upright. Always empty'
-            " for id and vector queries."
+            ' screenshot), "straightened" for the query turned back upright, "uncaptioned"'
+            " for the query with outlined captions painted over. Always empty for id and"
+            " vector queries."
         ),
     )
 

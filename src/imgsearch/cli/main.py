@@ -488,7 +488,7 @@ def search_command(
     )
     table.add_column("uri", overflow="fold")
     # Hits found through a view of the query (a picture pasted into it, the query
-    # straightened) say so; the column is left out when every hit is the whole image's.
+    # straightened, uncaptioned) say so; the column is left out when every hit is the whole image's.
     views = any(hit.matched_view for hit in result.hits)
     if views:
         table.add_column("found", overflow="fold")

@@ -42,7 +42,7 @@ class EndToEnd:
     ranks: list[int | None]  # rank of the answer (None past SEARCH_TOP_K)
     latencies_ms: list[float]
     top3: list[list[str]]  # ids of the first three hits
-    # Hit.matched_view of the answer's hit ("" whole image, "inset", "straightened"; None
+    # Hit.matched_view of the answer's hit ("" whole image, else a view kind; None
     # when the answer was not returned).
     matched_views: list[str | None]
 

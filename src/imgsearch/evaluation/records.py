@@ -39,7 +39,7 @@ class QueryViews:
     """The views the Embedder found in the queries (EmbedRequest.query_views), flattened.
 
     Row i of `vectors` is a view of query `query[i]`, of kind `kinds[i]`
-    ("inset", "straightened"); a query's views keep the Embedder's order.
+    ("inset", "straightened", "uncaptioned"); a query's views keep the Embedder's order.
     """
 
     vectors: np.ndarray  # (V, D), unit-norm rows
@@ -79,7 +79,7 @@ class Report:
     speed: dict[str, Any] = field(default_factory=dict)
     consistency: dict[str, float] = field(default_factory=dict)
     misses: list[dict[str, Any]] = field(default_factory=list)
-    # Query views per edit kind: {kind: {"found", "found_inset", "found_straightened",
+    # Query views per edit kind: {kind: {"found", "found_<view>" for each of VIEW_KINDS,
     # "answer_<view>_end_to_end", "answer_<view>_exact": share of the kind's queries}}.
     views: dict[str, dict[str, float]] = field(default_factory=dict)
     # The closest (gallery, other indexed picture) pairs by the default descriptor: an audit

@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from imgsearch.common.query_views import DEFAULT_VIEW_MARGIN
+from imgsearch.common.query_views import DEFAULT_VIEW_MARGIN, VIEW_KINDS
 from imgsearch.evaluation.records import Report
 
 
@@ -124,23 +124,29 @@ def _views_section(report: Report) -> list[str]:
         "",
         "Share of each kind's queries in which the Embedder found a view (an *inset*: a"
         " picture pasted into the query; *straightened*: the query turned back upright and"
-        " cropped), and share whose original was found through a view, that is, whose hit"
-        " for the original says `matched_view` inset or straightened (end to end / exact).",
+        " cropped; *uncaptioned*: outlined captions painted over), and share whose original"
+        " was found through a view, that is, whose hit for the original says that"
+        " `matched_view` (end to end / exact).",
         "",
-        "| kind | a view found | inset found | straightened found |"
-        " original found by the inset | original found straightened |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| kind | a view found | "
+        + " | ".join(f"{view} found" for view in VIEW_KINDS)
+        + " | "
+        + " | ".join(f"original found {view}" for view in VIEW_KINDS)
+        + " |",
+        "|---|" + "---:|" * (1 + 2 * len(VIEW_KINDS)),
     ]
     for name in names:
         row = report.views.get(name)
         if row is None:
             continue
         bold = "**" if name == "all" else ""
+        found = [_f(row.get(f"found_{view}")) for view in VIEW_KINDS]
+        answers = [
+            f"{_f(row.get(f'answer_{view}_end_to_end'))} / {_f(row.get(f'answer_{view}_exact'))}"
+            for view in VIEW_KINDS
+        ]
         rows.append(
-            f"| {bold}{name}{bold} | {_f(row['found'])} | {_f(row['found_inset'])} |"
-            f" {_f(row['found_straightened'])} | {_f(row['answer_inset_end_to_end'])} /"
-            f" {_f(row['answer_inset_exact'])} | {_f(row['answer_straightened_end_to_end'])} /"
-            f" {_f(row['answer_straightened_exact'])} |"
+            f"| {bold}{name}{bold} | {_f(row['found'])} | " + " | ".join(found + answers) + " |"
         )
     return [*rows, ""]
 
@@ -222,7 +228,8 @@ def _intro(report: Report) -> list[str]:
         "- **Query views.** Besides the whole query, the Embedder looks in an image query"
         " for a picture pasted into it (*inset*, as in a screenshot) and, when the query is"
         " a rotated copy with its canvas grown, for the picture turned back upright and"
-        " cropped (*straightened*); each view found is embedded and searched too, and each"
+        " cropped (*straightened*), and for the picture with outlined captions painted over"
+        " (*uncaptioned*); each view found is embedded and searched too, and each"
         f" item scores max(whole-image cosine, view cosine - {DEFAULT_VIEW_MARGIN:g}), the"
         " hit saying which"
         " view gave it (`matched_view`). Search does this for every image query"

@@ -11,8 +11,7 @@ import numpy as np
 
 from imgsearch.common.query_views import (
     DEFAULT_VIEW_MARGIN,
-    INSET,
-    STRAIGHTENED,
+    VIEW_KINDS,
     WHOLE_IMAGE,
     merge_view_hits,
 )
@@ -135,7 +134,7 @@ def views_table(
             return sum(1 for i in members if test(i)) / len(members)
 
         row = {"found": share(lambda i: bool(kinds_of.get(i)))}
-        for view in (INSET, STRAIGHTENED):
+        for view in VIEW_KINDS:
             row[f"found_{view}"] = share(lambda i, v=view: v in kinds_of.get(i, ()))
             row[f"answer_{view}_end_to_end"] = share(lambda i, v=view: end_to_end[i] == v)
             row[f"answer_{view}_exact"] = share(lambda i, v=view: exact[i] == v)

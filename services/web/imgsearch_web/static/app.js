@@ -150,6 +150,7 @@ function decodeEscapes(run) {
 const VIEW_NOTES = {
   inset: "found as the picture pasted into your image",
   straightened: "found with your image straightened",
+  uncaptioned: "found with the captions on your image painted over",
 };
 
 function viewNote(view) {
