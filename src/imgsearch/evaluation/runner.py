@@ -214,7 +214,7 @@ def evaluate(
             speed_probes = {k: v for k, v in probes.items() if k != "raw"}
             images = [q.image for q in data.queries]
             report.speed["embedders"] = probe_speed(
-                speed_probes, images, config.speed_rounds, config.batch_size
+                speed_probes, images, config.speed_rounds, config.batch_size, views=("default",)
             )
     finally:
         for each in probes.values():
