@@ -18,7 +18,7 @@ SOAK_SECONDS ?= 600
 BENCH_SEARCH_ITEMS ?= 100000
 FUZZ_SECONDS ?= 600
 
-.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web bench-thumbnails soak images up clean eval eval-data whitening descriptor-search region-search
+.PHONY: help setup system-deps k8s-tools proto check-proto lint format test test-secure-standalone test-fast fuzz demo bench bench-embedder bench-search bench-web bench-thumbnails soak images up clean eval eval-data whitening descriptor-search region-search layer-search
 
 help: ## List the verbs
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -108,6 +108,10 @@ descriptor-search: setup eval-data ## Compare descriptor variants offline (pooli
 region-search: setup eval-data ## Compare query-region and multi-scale variants offline on the eval's sets
 	$(PY) bench/region_search.py
 	$(PY) bench/region_search.py --low 48/112,64/128 --fashion 2000
+
+layer-search: setup eval-data ## Compare multi-layer descriptors offline (near-duplicates and full Fashion-MNIST)
+	$(PY) bench/layer_search.py --write-doc
+	$(PY) bench/layer_search.py --fashion-sweep --write-doc
 
 images: ## Build the container images (needs a Docker engine)
 	@scripts/build-images.sh
