@@ -260,6 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--write-doc", action="store_true")
     parser.add_argument("--round", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--shipped",
+        action="store_true",
+        help="score the shipped default (settings and projection file) only",
+    )
     parser.add_argument("--doc-only", action="store_true", help="write the doc from saved results")
     parser.add_argument(
         "--fashion-sweep",
@@ -278,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved = CACHE / (
         f"sweep-{args.geometry}-s{args.seed}.json"
         if args.fashion_sweep
+        else f"shipped-{args.geometry}-s{args.seed}.json"
+        if args.shipped
         else f"results{args.round}-{args.geometry}-s{args.seed}.json"
     )
     if args.doc_only:
@@ -397,6 +404,29 @@ def sweep() -> dict[str, Candidate]:
     return out
 
 
+SHIPPED = "shipped default (Embedder settings and projection file)"
+
+
+def shipped_recipe() -> Candidate:
+    """The Embedder's default descriptor as a recipe of cached parts (its settings' values)."""
+    from imgsearch_embedder.settings import EmbedderSettings
+
+    settings = EmbedderSettings()
+    if (settings.resolved_mid_layer, settings.mid_pooling) != ("blocks.4", "avg"):
+        raise SystemExit("--shipped knows the blocks.4 avg part only")
+    recipe = [(f"final.gem{settings.gem_p:g}", 1.0), ("s4.avg", settings.mid_weight)]
+    return recipe, settings.thumbnail_weight, 0, 0.0, settings.power
+
+
+def shipped_projection(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, matrix) of the shipped projection, cut to its default dimension."""
+    from imgsearch_embedder.projection import BUILTIN_PROJECTION, load_projection
+
+    projection = load_projection(BUILTIN_PROJECTION)
+    width = int(projection.meta["default_dimension"])
+    return projection.mean, projection.matrix[:, :width]
+
+
 def evaluate(stores, owners, n_train, fashion_labels, nd, args):  # type: ignore[no-untyped-def]
     from imgsearch.evaluation.metrics import class_retrieval, exact_top_k
     from imgsearch.evaluation.whitening import fit_learned_whitening
@@ -409,14 +439,19 @@ def evaluate(stores, owners, n_train, fashion_labels, nd, args):  # type: ignore
     chosen = sweep() if args.fashion_sweep else candidates()
     if args.round == 2:
         chosen = regularised()
+    if args.shipped:
+        chosen = {SHIPPED: shipped_recipe()}
     for name, (recipe, thumb_w, dim, reg, power) in chosen.items():
 
         def views(store, recipe=recipe, power=power):  # type: ignore[no-untyped-def]
             return combine(store, recipe, "", power), combine(store, recipe, "t:", power)
 
-        train_main, _ = views(stores["train"])
-        mean, matrix = fit_learned_whitening(train_main, train_main[owners],
-                                             train_main[n_train:], dim, reg)  # fmt: skip
+        if name == SHIPPED:
+            mean, matrix = shipped_projection(dim)
+        else:
+            train_main, _ = views(stores["train"])
+            mean, matrix = fit_learned_whitening(train_main, train_main[owners],
+                                                 train_main[n_train:], dim, reg)  # fmt: skip
 
         def project(store, mean=mean, matrix=matrix, thumb_w=thumb_w, views=views):  # type: ignore[no-untyped-def]
             main, thumb = views(store)

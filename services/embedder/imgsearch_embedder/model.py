@@ -184,6 +184,33 @@ class _TimmTrunk(nn.Module):
         return self.model.forward_features(images)
 
 
+class _TwoMapTrunk(nn.Module):
+    """images -> (last feature map, the `mid_layer` map), from one forward pass.
+
+    For timm's EfficientNet/MobileNet family, whose forward_features ends at `bn2`.
+    """
+
+    def __init__(self, model: nn.Module, mid_layer: str) -> None:
+        super().__init__()
+        from torchvision.models.feature_extraction import (
+            create_feature_extractor,
+            get_graph_node_names,
+        )
+
+        _, nodes = get_graph_node_names(model)
+        if not hasattr(model, "bn2"):
+            raise ModelLoadError("mid_layer needs a timm EfficientNet/MobileNet model (with bn2)")
+        if not any(node == mid_layer or node.startswith(mid_layer + ".") for node in nodes):
+            raise ModelLoadError(f"mid_layer {mid_layer!r} is not a layer of the model (blocks.4)")
+        self.extractor = create_feature_extractor(
+            model, return_nodes={"bn2": "final", mid_layer: "mid"}
+        )
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.extractor(images)
+        return maps["final"], maps["mid"]
+
+
 def _build_timm(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module | None, ModelSpec]:
     import timm
 
@@ -210,15 +237,22 @@ def _build_timm(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module | None
             load_by_order(model, state, str(settings.weights))
         cfg = model.pretrained_cfg
         mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    trunk: nn.Module = _TimmTrunk(model)
+    dimension = int(model.num_features)
+    if settings.resolved_mid_layer:
+        trunk = _TwoMapTrunk(model.eval(), settings.resolved_mid_layer)
+        with torch.inference_mode():
+            probe = trunk(torch.zeros(1, 3, settings.input_size, settings.input_size))
+        dimension += int(probe[1].shape[1])
     spec = ModelSpec(
         name=f"{name}-{settings.pooling}",
-        dimension=int(model.num_features),
+        dimension=dimension,
         input_size=settings.input_size,
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]
         weights_sha256=file_sha256(weights),
     )
-    return _TimmTrunk(model), model, spec
+    return trunk, model, spec
 
 
 def _build_torchvision(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module | None, ModelSpec]:
@@ -294,12 +328,16 @@ def _build_torchscript(settings: EmbedderSettings) -> tuple[nn.Module, nn.Module
     return module, None, spec
 
 
+# A trunk's output: the last feature map, or (last map, intermediate map) with a mid_layer.
+Maps = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 Builder = Callable[[EmbedderSettings], tuple[nn.Module, nn.Module | None, ModelSpec]]
 
 
 def _build(
     builder: Builder, settings: EmbedderSettings
 ) -> tuple[nn.Module, nn.Module | None, ModelSpec]:
+    if settings.resolved_mid_layer and builder is not _build_timm:
+        raise ModelLoadError(f"mid_layer is for timm models, not {settings.model!r}")
     """Run `builder`; any failure to read or fit the weights becomes a ModelLoadError.
 
     A truncated or garbage file, a state dict of something else, or a TorchScript
@@ -388,6 +426,19 @@ def fitted_for(settings: EmbedderSettings, spec: ModelSpec) -> dict[str, object]
         "pooling": settings.pooling,
         "gem_p": settings.gem_p if settings.pooling == "gem" else None,
         "power": settings.power,
+        "mid": mid_part(settings),
+    }
+
+
+def mid_part(settings: EmbedderSettings) -> dict[str, object] | None:
+    """How the intermediate map's part of a multi-layer descriptor is made (None: no part)."""
+    if not settings.resolved_mid_layer:
+        return None
+    return {
+        "layer": settings.resolved_mid_layer,
+        "pooling": settings.mid_pooling,
+        "gem_p": settings.gem_p if settings.mid_pooling == "gem" else None,
+        "weight": settings.mid_weight,
     }
 
 
@@ -395,9 +446,12 @@ def describe_descriptor(
     settings: EmbedderSettings, spec: ModelSpec, projection: Projection | None, dimension: int
 ) -> dict[str, object]:
     """Everything that shapes the vector, as a JSON-able document (the fingerprint's input)."""
+    fitted = fitted_for(settings, spec)
+    if fitted["mid"] is None:
+        del fitted["mid"]  # so one-layer descriptors keep the fingerprints they had
     return {
         "fingerprint_version": FINGERPRINT_VERSION,
-        **fitted_for(settings, spec),
+        **fitted,
         "resize_size": settings.resize_size if settings.crop == "centre" else None,
         "resample": "bicubic",
         "mean": [round(float(v), 6) for v in spec.mean],
@@ -425,9 +479,11 @@ def _display_name(
 ) -> str:
     """A readable model name, e.g. "efficientnet_lite0-gem-ms48-lw256" (the fingerprint identifies).
 
-    `ms48`: multi-scale, with a 48-px thumbnail view.
+    `ms48`: multi-scale, with a 48-px thumbnail view; `mlb4`: multi-layer, with blocks.4.
     """
     name = spec.name
+    if settings.resolved_mid_layer:
+        name += f"-ml{settings.resolved_mid_layer.replace('blocks.', 'b')}"
     if settings.thumbnail_side:
         name += f"-ms{settings.thumbnail_side}"
     if projection is None:
@@ -475,6 +531,8 @@ class EmbeddingModel:
         self.thumbnail_side = settings.thumbnail_side
         self.thumbnail_input_size = settings.thumbnail_input_size
         self.thumbnail_weight = settings.thumbnail_weight
+        self.mid_pooling = settings.mid_pooling
+        self.mid_weight = settings.mid_weight
         shape = (1, 3, 1, 1)
         self._scale = (1.0 / (255.0 * torch.tensor(self.spec.std))).reshape(shape).to(self.device)
         self._shift = (-torch.tensor(self.spec.mean) / torch.tensor(self.spec.std)).reshape(shape)
@@ -541,13 +599,13 @@ class EmbeddingModel:
             features = self.trunk(batch)
             small = self._thumbnail_features(batch) if self.thumbnail_side else None
         with torch.inference_mode():
-            vectors = self.describe(features.float())
+            vectors = self.describe(features)
             if small is not None:
-                small_vectors = self.describe(small.float())
+                small_vectors = self.describe(small)
                 vectors = F.normalize(vectors + self.thumbnail_weight * small_vectors, dim=1)
             return vectors.cpu().numpy()
 
-    def _thumbnail_features(self, batch: torch.Tensor) -> torch.Tensor:
+    def _thumbnail_features(self, batch: torch.Tensor) -> Maps:
         """Feature maps of the thumbnail view of a normalised input batch.
 
         The input is shrunk to thumbnail_side pixels a side (area averaging, as
@@ -560,27 +618,46 @@ class EmbeddingModel:
         small = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
         return self.trunk(small)
 
-    def describe(self, features: torch.Tensor) -> torch.Tensor:
+    def describe(self, features: Maps) -> torch.Tensor:
         """Feature maps (N, C, h, w) or pooled features (N, C) -> unit descriptors (N, dimension).
 
         Pooling, signed power normalisation, L2, then the projection (centre,
-        project, L2) when there is one.
+        project, L2) when there is one. With a mid_layer, `features` is the pair
+        (final map, intermediate map): each is pooled, power-normalised and
+        L2-normalised, the intermediate one weighted by mid_weight, and the
+        concatenation L2-normalised before the projection.
         """
-        if features.ndim == 4:
-            if self.pooling == "gem":
-                pooled = gem_pool(features, self.gem_p)
-            else:
-                pooled = features.mean(dim=(2, 3))
+        if isinstance(features, tuple):
+            final, mid = features
+            mid_pooled = self._pool(mid.float(), self.mid_pooling)
+            vectors = F.normalize(
+                torch.cat(
+                    [self._normalise(self._pool(final.float(), self.pooling)),
+                     self.mid_weight * self._normalise(mid_pooled)],
+                    dim=1,
+                ),
+                dim=1,
+            )  # fmt: skip
         else:
-            pooled = features
-        if self.power != 1.0:
-            pooled = pooled.sign() * pooled.abs().pow(self.power)
-        vectors = F.normalize(pooled, dim=1)
+            features = features.float()
+            pooled = self._pool(features, self.pooling) if features.ndim == 4 else features
+            vectors = self._normalise(pooled)
         if self._projection_matrix is not None and self._projection_mean is not None:
             vectors = F.normalize(
                 (vectors - self._projection_mean) @ self._projection_matrix, dim=1
             )
         return vectors
+
+    def _pool(self, features: torch.Tensor, pooling: str) -> torch.Tensor:
+        if pooling == "gem":
+            return gem_pool(features, self.gem_p)
+        return features.mean(dim=(2, 3))
+
+    def _normalise(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Signed power normalisation, then L2."""
+        if self.power != 1.0:
+            pooled = pooled.sign() * pooled.abs().pow(self.power)
+        return F.normalize(pooled, dim=1)
 
     def classify(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities of the full classifier (for checking the weights are real)."""

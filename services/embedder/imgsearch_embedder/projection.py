@@ -26,10 +26,10 @@ import numpy as np
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "projections"
 # The shipped projection of the default model (efficientnet_lite0).
-BUILTIN_PROJECTION = BUILTIN_DIR / "efficientnet_lite0-lw-v1.npz"
+BUILTIN_PROJECTION = BUILTIN_DIR / "efficientnet_lite0-lw-v2.npz"
 # Keys of `meta["fitted_for"]` that must equal the Embedder's own settings.
 MATCHED_KEYS = ("model", "weights_sha256", "crop", "input_size", "trim_borders", "pooling",
-                "gem_p", "power")  # fmt: skip
+                "gem_p", "power", "mid")  # fmt: skip
 
 
 class ProjectionError(ValueError):

@@ -93,9 +93,9 @@ class EmbedderSettings(ServerSettings):
         le=8192,
         description=(
             "Descriptor length: the first `dimension` components of the projection. Unset: the"
-            " projection's own default (256 for the built-in one, the measured trade-off of"
-            " recall against index speed in docs/evaluation.md), or the model's width without"
-            " a projection."
+            " projection's own default (512 for the built-in one: Fashion-MNIST class retrieval"
+            " needs it, docs/descriptor-search.md; 256 is faster to search, 0.003 lower), or"
+            " the model's width without a projection."
         ),
     )
     thumbnail_side: int = Field(
@@ -122,6 +122,24 @@ class EmbedderSettings(ServerSettings):
             "Answer EmbedRequest.query_views: also describe a picture pasted into a query image"
             " (a screenshot) and a rotated copy straightened (views.py). false: never look."
         ),
+    )
+    mid_layer: str = Field(
+        "auto",
+        description=(
+            "Multi-layer descriptor: also pool this intermediate feature map of the trunk (a"
+            " timm module path, e.g. `blocks.4`: 112 channels at 1/16 of the input in"
+            " EfficientNet-Lite0), from the same forward pass, and append it, L2-normalised"
+            " and times mid_weight, to the final map's descriptor before the projection."
+            " `auto`: blocks.4 for efficientnet_lite0 (with avg and 3.0 it measured best on"
+            " Fashion-MNIST and hard edits: docs/descriptor-search.md), none for other models;"
+            " `none`: the final map only. timm models only."
+        ),
+    )
+    mid_pooling: Literal["avg", "gem"] = Field(
+        "avg", description="Global pooling of the mid_layer map (GeM uses gem_p)."
+    )
+    mid_weight: float = Field(
+        3.0, gt=0, le=16, description="Weight of the mid_layer part in the concatenation."
     )
     embedding_dimension: int | None = Field(
         None,
@@ -226,6 +244,13 @@ class EmbedderSettings(ServerSettings):
             " this is decoded alone). Decoding takes up to ~16 bytes per pixel."
         ),
     )
+
+    @property
+    def resolved_mid_layer(self) -> str:
+        """The intermediate layer in use ('' for none), `auto` resolved by the model."""
+        if self.mid_layer == "auto":
+            return "blocks.4" if self.model == "efficientnet_lite0" else ""
+        return "" if self.mid_layer == "none" else self.mid_layer
 
     def memory_bound_above_base(self) -> int:
         """Most bytes of host memory that requests can add to the loaded, warmed-up process.

@@ -29,7 +29,7 @@ import numpy as np
 
 from imgsearch.evaluation import augment, datasets
 
-DEFAULT_REG = 0.2
+DEFAULT_REG = 0.5
 
 
 def fit_learned_whitening(
@@ -77,7 +77,7 @@ def fit(
     reg: float,
     data_dir: Path,
     threads: int = 0,
-    default_dimension: int = 256,
+    default_dimension: int = 512,
 ) -> None:
     from imgsearch_embedder.model import EmbeddingModel, fitted_for
     from imgsearch_embedder.preprocess import Preprocessor, configure_pillow
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(".imgsearch/eval"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument(
-        "--default-dim", type=int, default=256, help="dimension served when none is configured"
+        "--default-dim", type=int, default=512, help="dimension served when none is configured"
     )
     args = parser.parse_args(argv)
     fit(
