@@ -1,7 +1,9 @@
 """The CNN behind the Embedder: loading real weights, and turning image batches into descriptors.
 
 The descriptor of an image is the global pooling (average or GeM) of the model's
-last feature map, optionally power-normalised, L2-normalised, then optionally
+last feature map (multi-layer: concatenated with the pooling of an intermediate
+map of the same pass, `mid_layer`, each part normalised and weighted),
+optionally power-normalised, L2-normalised, then optionally
 projected by a fitted whitening (`projection.py`) to fewer dimensions and
 L2-normalised again.
 
@@ -336,14 +338,14 @@ Builder = Callable[[EmbedderSettings], tuple[nn.Module, nn.Module | None, ModelS
 def _build(
     builder: Builder, settings: EmbedderSettings
 ) -> tuple[nn.Module, nn.Module | None, ModelSpec]:
-    if settings.resolved_mid_layer and builder is not _build_timm:
-        raise ModelLoadError(f"mid_layer is for timm models, not {settings.model!r}")
     """Run `builder`; any failure to read or fit the weights becomes a ModelLoadError.
 
     A truncated or garbage file, a state dict of something else, or a TorchScript
     file that is not one fails inside torch, safetensors or pickle with their own
     exception types; start-up must stop with one line naming the file instead.
     """
+    if settings.resolved_mid_layer and builder is not _build_timm:
+        raise ModelLoadError(f"mid_layer is for timm models, not {settings.model!r}")
     try:
         return builder(settings)
     except ModelLoadError:
