@@ -16,7 +16,9 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_embedder import views
+from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.server import EmbedderServer
+from tests.embedder import odd_images
 from tests.fixtures.embedder import embedder_test_settings
 from tests.fixtures.photos import PHOTO_NAMES, encode, load_photo
 
@@ -218,3 +220,62 @@ async def test_an_embedder_set_not_to_look_returns_no_views() -> None:
         assert not reply.embeddings[0].views
     finally:
         await server.stop(drain_delay_s=0, grace_s=1)
+
+
+def odd_but_valid_images() -> dict[str, bytes]:
+    """The odd-image families of tests/embedder/odd_images.py, plus tiny and extreme ones."""
+    picture = odd_images.upright_picture()
+    cases = {f"strip-{name}": odd_images.strip_image(name) for name in odd_images.STRIP_FAMILY}
+    cases |= {f"meta-{name}": make(picture) for name, make in odd_images.METADATA_FAMILY.items()}
+    cases |= {
+        f"range-{name}": make(odd_images.gray_ramp())
+        for name, make in odd_images.HIGH_RANGE_FAMILY.items()
+    }
+    cases |= {
+        "1x1": encode(Image.new("RGB", (1, 1), "black"), "PNG"),
+        "3x3-black": encode(Image.new("RGB", (3, 3), "black"), "PNG"),
+        "black-640x480": encode(Image.new("RGB", (640, 480), "black"), "PNG"),
+        "white-640x480": encode(Image.new("RGB", (640, 480), "white"), "PNG"),
+        "grey-rgba": encode(Image.new("RGBA", (300, 200), (90, 90, 90, 0)), "PNG"),
+        "checkerboard": encode(
+            Image.fromarray(((np.indices((480, 640)).sum(0) // 16) % 2 * 255).astype(np.uint8)),
+            "PNG",
+        ),
+        "frame-in-frame": encode(
+            ImageOps.expand(
+                ImageOps.expand(Image.new("RGB", (200, 150), "red"), 40, "black"), 40, "white"
+            ),
+            "PNG",
+        ),
+    }
+    return cases
+
+
+@pytest.mark.parametrize(("name", "data"), list(odd_but_valid_images().items()))
+def test_views_of_odd_images_never_fail_the_image(name: str, data: bytes) -> None:
+    """Whatever the Preprocessor accepts, looking for views accepts too, at bounded cost."""
+    preprocessor = Preprocessor(224, 256, 10**8, max_aspect_ratio=8.0, crop="full",
+                                trim_borders=True)  # fmt: skip
+    whole = preprocessor(data, 0)
+    array, found = preprocessor.with_views(data, 0)
+    assert np.array_equal(array, whole)
+    for view, view_array in found:
+        assert view.kind in {"inset", "straightened", "uncaptioned"}
+        assert view_array.shape == (224, 224, 3)
+        assert all(0 <= v <= 1 for v in view.box)
+
+
+def test_a_failing_detector_costs_its_view_not_the_query(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A detector bug stands in for any unforeseen failure (a fake, since none is known)."""
+
+    def broken(image: Image.Image) -> None:
+        raise ValueError("a detector bug")
+
+    monkeypatch.setattr(views, "find_inset", broken)
+    image, _ = screenshot("astronaut", "coffee", 0.4, (0.3, 0.6))
+    rotated_copy = load_photo("coffee").rotate(30, expand=True)
+    assert views.find_views(image) == []
+    assert [v.kind for v in views.find_views(rotated_copy)] == ["straightened"]
+    assert "detector broken failed" in caplog.text

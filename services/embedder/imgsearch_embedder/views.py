@@ -41,12 +41,15 @@ straightened view is rotated from a copy of at most `_VIEW_SIDE` px.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 __all__ = ["View", "find_captions", "find_inset", "find_rotation", "find_views"]
+
+_log = logging.getLogger(__name__)
 
 # --- inset
 _INSET_PROBE = 256
@@ -88,9 +91,22 @@ class View:
 
 
 def find_views(image: Image.Image) -> list[View]:
-    """The views of an RGB image worth searching besides it, most confident first (0-3)."""
-    views = (find_inset(image), find_rotation(image), find_captions(image))
-    found = [view for view in views if view is not None]
+    """The views of an RGB image worth searching besides it, most confident first (0-3).
+
+    Never raises for a picture: a view is an extra, so a detector that fails on
+    one (a bug, an unforeseen shape) is logged and skipped, and the query is
+    still answered with its whole-image vector and the other views.
+    """
+    found = []
+    for detector in (find_inset, find_rotation, find_captions):
+        try:
+            view = detector(image)
+        except Exception:  # noqa: BLE001 -- a failed detector costs its view, not the query
+            _log.exception("query view detector %s failed on a %s image", detector.__name__,
+                           "x".join(map(str, image.size)))  # fmt: skip
+            continue
+        if view is not None:
+            found.append(view)
     return sorted(found, key=lambda view: -view.score)
 
 
