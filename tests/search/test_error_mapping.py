@@ -32,7 +32,13 @@ from imgsearch.common.errors import (
     UnavailableError,
 )
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
-from imgsearch_search.embedder_client import Deadline, EmbedderClient
+from imgsearch_search.cache import _parse_embedding
+from imgsearch_search.embedder_client import (
+    MAX_QUERY_VIEWS,
+    Deadline,
+    EmbedderClient,
+    checked_query_embedding,
+)
 from imgsearch_search.metrics import DependencyMetrics
 from imgsearch_search.milvus_errors import milvus_error
 from imgsearch_search.settings import SearchSettings
@@ -324,3 +330,107 @@ async def test_an_embedder_failure_on_one_image_is_that_items_error(
             await stub.Search(search_pb2.SearchRequest(image=b"three" + unique), timeout=30)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "Embedder" in (info.value.details() or "")
+
+
+def _view(kind: str, values: list[float]) -> embedder_pb2.View:
+    return embedder_pb2.View(kind=kind, vector=values, box=[0, 0, 1, 1], score=0.9)
+
+
+async def test_query_vectors_are_unit_norm_and_views_without_a_direction_are_dropped(
+    stand_in: tuple[StandInEmbedder, str],
+) -> None:
+    """What the Embedder returns for a query is searched only as the contract says: unit
+    vectors, one view of each kind; a NaN, infinite or zero view is dropped, not searched."""
+    servicer, address = stand_in
+    client = EmbedderClient(address, 0, 1 << 20, DependencyMetrics(CollectorRegistry()))
+    axis = [1.0] + [0.0] * (DIMENSION - 1)
+    try:
+        await client.get_model(Deadline(5))
+        servicer.views = [
+            _view("inset", [float("nan")] * DIMENSION),
+            _view("straightened", [0.0] * DIMENSION),
+            _view("uncaptioned", [float("inf")] + [0.0] * (DIMENSION - 1)),
+            _view("uncaptioned", [1e30] * DIMENSION),  # its square overflows float32
+            _view("inset", [1000.0] + [0.0] * (DIMENSION - 1)),
+            _view("inset", axis),  # a second inset: the first kept one is the most confident
+            *(_view(f"future-{n}", axis) for n in range(20)),
+        ]
+        embedding, _ = await client.embed_query(b"q", Deadline(10), views=True)
+        kinds = [view.kind for view in embedding.views]
+        assert kinds[:2] == ["uncaptioned", "inset"]
+        assert len(kinds) == len(set(kinds)) == MAX_QUERY_VIEWS
+        assert np.allclose(list(embedding.views[1].vector), axis)
+        for vector in (embedding.vector, *(view.vector for view in embedding.views)):
+            values = np.asarray(list(vector), dtype=np.float64)
+            assert np.linalg.norm(values) == pytest.approx(1.0, abs=1e-6)
+        # A whole-image vector without a direction is the Embedder failing on the image.
+        for bad in ([float("nan")] * DIMENSION, [0.0] * DIMENSION):
+            embedding = embedder_pb2.Embedding(vector=bad)
+            with pytest.raises(InternalError, match="NaN or infinite values, or all zeros"):
+                checked_query_embedding(embedding, DIMENSION)
+    finally:
+        await client.close()
+
+
+def test_a_cached_query_embedding_is_checked_like_a_fresh_one() -> None:
+    """A query-views entry read back from Redis (shared, possibly written by another
+    version) goes through the same checks: bad views dropped, vectors unit norm."""
+    axis = [2.0] + [0.0] * (DIMENSION - 1)
+    entry = embedder_pb2.Embedding(
+        vector=axis, views=[_view("inset", [float("nan")] * DIMENSION), _view("inset", axis)]
+    )
+    parsed = _parse_embedding(entry.SerializeToString(), DIMENSION)
+    assert parsed is not None
+    assert list(parsed.vector) == [1.0] + [0.0] * (DIMENSION - 1)
+    assert [(view.kind, view.vector[0]) for view in parsed.views] == [("inset", 1.0)]
+    no_direction = embedder_pb2.Embedding(vector=[0.0] * DIMENSION)
+    assert _parse_embedding(no_direction.SerializeToString(), DIMENSION) is None
+    assert _parse_embedding(b"\xff\xff", DIMENSION) is None
+
+
+@pytest.mark.slow
+async def test_an_embedder_view_longer_than_unit_never_decides_the_ranking(
+    milvus_lite_uri: str,
+    redis_url: str,
+    stand_in: tuple[StandInEmbedder, str],
+    search_service_factory: SearchServiceFactory,
+) -> None:
+    """With the IP metric a view vector of norm 1000 would score 1000 x its cosine: its
+    nearest item would come first "found through the inset" whatever the whole image
+    matched. NaN views would add NaN scores that break the order. Both are refused."""
+    servicer, address = stand_in
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url=redis_url,
+        embedder_address=address,
+        metric_type="IP",
+        query_views=True,
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        unique = uuid.uuid4().hex.encode()
+        items = [search_pb2.Item(id=f"item-{n}", image=unique * (n + 1)) for n in range(6)]
+        reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
+        assert reply.inserted == 6
+        servicer.views = [
+            _view("inset", [1000.0] + [0.0] * (DIMENSION - 1)),
+            _view("straightened", [float("nan")] * DIMENSION),
+        ]
+        query = search_pb2.SearchRequest(image=unique * 6, top_k=3)
+        response = await stub.Search(query, timeout=30)
+        assert len(response.hits) == 3, response
+        assert response.hits[0].matched_view == "", response
+        scores = [hit.score for hit in response.hits]
+        assert all(np.isfinite(scores))
+        assert scores == sorted(scores, reverse=True)
+        assert "straightened" not in {hit.matched_view for hit in response.hits}
+
+        # A view of a kind this Search does not know can win; the metric names it "other".
+        stored = await stub.Get(search_pb2.GetRequest(ids=["item-2"], include_vectors=True))
+        servicer.views = [_view("<future kind>", list(stored.items[0].vector))]
+        response = await stub.Search(search_pb2.SearchRequest(image=b"q", top_k=3), timeout=30)
+        assert response.hits[0].id == "item-2", response
+        assert response.hits[0].matched_view == "<future kind>"
+        registry = server.registry
+        assert registry.get_sample_value("search_top_hit_views_total", {"view": "other"}) == 1
+        assert registry.get_sample_value("search_top_hit_views_total", {"view": "whole"}) == 1

@@ -69,7 +69,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from imgsearch.common.errors import ImgsearchError
 from imgsearch.v1 import embedder_pb2
+from imgsearch_search.embedder_client import checked_query_embedding
 from imgsearch_search.generations import MARK, READ, Generation, new_token
 from imgsearch_search.outbound import redis_connection_options
 from imgsearch_search.settings import SearchSettings
@@ -98,13 +100,13 @@ class CacheMetrics:
 
 
 def _parse_embedding(value: bytes, dimension: int) -> embedder_pb2.Embedding | None:
-    """A cached Embedding; None when it does not parse or a vector is not `dimension` long."""
+    """A cached Embedding as `checked_query_embedding` leaves it; None when it does not parse,
+    a vector is not `dimension` long or the whole-image vector has no direction."""
     try:
         embedding = embedder_pb2.Embedding.FromString(bytes(value))
-    except DecodeError:
+        return checked_query_embedding(embedding, dimension)
+    except (DecodeError, ImgsearchError):
         return None
-    sizes = [len(embedding.vector), *(len(view.vector) for view in embedding.views)]
-    return embedding if all(size == dimension for size in sizes) else None
 
 
 def _stricter(one: tuple[str, float], other: tuple[str, float]) -> tuple[str, float]:

@@ -32,6 +32,7 @@ that only the bad ones fail.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Coroutine, Sequence
@@ -59,6 +60,9 @@ from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from imgsearch_search.metrics import DependencyMetrics
 from imgsearch_search.outbound import EmbedderChannelSecurity
 
+_log = logging.getLogger(__name__)
+# The most views of one query image searched (one more vector each in the Milvus call).
+MAX_QUERY_VIEWS = 8
 # The Embedder names a bad image by its index in *its* request ("images[0]: ..."),
 # which means nothing to our caller; the caller prefixes its own name instead.
 _EMBEDDER_INDEX_RE = re.compile(r"^images\[\d+\]:?\s*")
@@ -174,6 +178,66 @@ def _metadata() -> tuple[tuple[str, str], ...]:
     """Forward our request id so one request can be followed across services."""
     request_id = request_id_var.get()
     return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
+
+
+def _unit_or_none(values: Sequence[float]) -> np.ndarray | None:
+    """`values` scaled to unit norm (float32, computed in float64), or None when some value
+    is NaN or infinite or all are zero (no direction to search)."""
+    wide = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(wide))
+    if not np.all(np.isfinite(wide)) or not np.isfinite(norm) or norm == 0:
+        return None
+    return (wide / norm).astype(np.float32)
+
+
+def checked_query_embedding(
+    embedding: embedder_pb2.Embedding, dimension: int
+) -> embedder_pb2.Embedding:
+    """A query's Embedding (whole-image vector and views) fit to search with, in place.
+
+    Search scores an item by the best of its vectors' similarities
+    (`merge_view_hits`), so one vector that is not what the contract says
+    would decide the ranking: with the IP metric a longer view vector
+    outscores every whole-image match, and a NaN one comes back from Milvus
+    as NaN scores. So every vector is scaled to unit norm; a view whose
+    vector is NaN, infinite or all zeros is dropped (a view is an extra), as
+    are a view without a kind and a second view of one kind (the contract
+    holds at most one of each; the first is the most confident), and at most
+    MAX_QUERY_VIEWS are kept (each is one more vector in the Milvus call).
+
+    Raises UnavailableError when a vector is not `dimension` long (another
+    model: another replica may fit), InternalError when the whole-image
+    vector is NaN, infinite or all zeros (the Embedder failed on this image).
+    """
+    shapes = [len(embedding.vector), *(len(view.vector) for view in embedding.views)]
+    if any(size != dimension for size in shapes):
+        raise UnavailableError(
+            f"the Embedder returned vectors of {shapes} values for one query, expected"
+            f" {dimension}; has its model changed?"
+        )
+    whole = _unit_or_none(embedding.vector)
+    if whole is None:
+        raise InternalError(
+            "the Embedder returned a query vector with NaN or infinite values, or all zeros"
+        )
+    embedding.vector[:] = whole.tolist()
+    kept: list[embedder_pb2.View] = []
+    for view in embedding.views:
+        if len(kept) == MAX_QUERY_VIEWS or not view.kind or view.kind in {v.kind for v in kept}:
+            continue
+        vector = _unit_or_none(view.vector)
+        if vector is None:
+            _log.warning("the Embedder returned a %r view with NaN, infinite or zero values;"
+                         " searching without it", view.kind[:40])  # fmt: skip
+            continue
+        copy = embedder_pb2.View()
+        copy.CopyFrom(view)
+        copy.vector[:] = vector.tolist()
+        kept.append(copy)
+    del embedding.views[:]
+    embedding.views.extend(kept)
+    return embedding
 
 
 class EmbedderClient:
@@ -336,9 +400,9 @@ class EmbedderClient:
 
         Returns the Embedding message (its vector and, when asked for, the views
         the Embedder found: none from an Embedder that predates views, which
-        then serves the whole image alone) and the model fingerprint. Every
-        vector is checked to have the model's dimension (UnavailableError, as
-        in `embed`); views with an empty kind are dropped.
+        then serves the whole image alone) and the model fingerprint, as
+        `checked_query_embedding` leaves it: every vector of the model's
+        dimension (else UnavailableError, as in `embed`) and unit norm.
         """
         info = self._require_info()
         request = embedder_pb2.EmbedRequest(images=[image], query_views=views)
@@ -348,16 +412,9 @@ class EmbedderClient:
                 f"the Embedder returned {len(reply.embeddings)} embeddings for 1 image"
             )
         embedding = reply.embeddings[0]
-        kept = [view for view in embedding.views if view.kind] if views else []
-        del embedding.views[:]
-        embedding.views.extend(kept)
-        shapes = [len(embedding.vector), *(len(view.vector) for view in kept)]
-        if any(size != info.dimension for size in shapes):
-            raise UnavailableError(
-                f"the Embedder returned vectors of {shapes} values for one query, expected"
-                f" {info.dimension}; has its model changed?"
-            )
-        return embedding, reply.fingerprint
+        if not views:
+            del embedding.views[:]
+        return checked_query_embedding(embedding, info.dimension), reply.fingerprint
 
     def plan_calls(self, images: Sequence[bytes]) -> tuple[list[list[int]], dict[int, str]]:
         """Group image indexes into Embed calls within the Embedder's limits.

@@ -42,7 +42,8 @@ class QueryMetrics:
         self.top_hit_views = Counter(
             "search_top_hit_views",
             "Image queries answered by Milvus with at least one hit, by the view of the query"
-            " that found the first hit (whole, inset, straightened, uncaptioned).",
+            " that found the first hit (whole, inset, straightened, uncaptioned; other for a kind"
+            " this Search does not know).",
             ["view"],
             registry=registry,
         )

@@ -33,7 +33,7 @@ from imgsearch.common.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from imgsearch.common.query_views import WHOLE_IMAGE, merge_view_hits
+from imgsearch.common.query_views import VIEW_KINDS, WHOLE_IMAGE, merge_view_hits
 from imgsearch.v1 import embedder_pb2, search_pb2, search_pb2_grpc
 from imgsearch_search.browse import Browser
 from imgsearch_search.cache import QueryCache
@@ -560,7 +560,10 @@ class SearchService(search_pb2_grpc.SearchServicer):
         )
         hits = self._merged_hits(query, [kind for kind, _ in vectors], lists, first)
         if query.kind == "image" and hits:
-            self._metrics.top_hit_views.labels(hits[0].matched_view or "whole").inc()
+            view = hits[0].matched_view
+            # The label's values stay known ones whatever kinds an Embedder makes up.
+            label = "whole" if not view else view if view in VIEW_KINDS else "other"
+            self._metrics.top_hit_views.labels(label).inc()
         response = search_pb2.SearchResponse(hits=hits)
         await self._cache.put_result(generation, query.cache_key, response.SerializeToString())
         self._metrics.latency.labels(query.kind, "miss").observe(time.perf_counter() - started)
