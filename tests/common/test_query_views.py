@@ -87,3 +87,12 @@ def test_bad_margin_or_top_k_is_refused():
     with pytest.raises(ValueError, match="top_k"):
         merge_view_hits([], margin=0.0, top_k=0)
     assert merge_view_hits([], margin=0.0, top_k=1) == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_score_that_is_not_a_number_is_skipped_and_the_order_stays_sorted(bad: float):
+    """Milvus answers NaN scores for a NaN query vector: one of them sorted among the
+    others left a 0.85 hit after a 0.5 one."""
+    whole = (WHOLE_IMAGE, [("a", 0.5)])
+    inset = (INSET, [("c", bad), ("d", 0.9), ("a", bad)])
+    assert merged(whole, inset) == [("d", 0.85, INSET), ("a", 0.5, "")]

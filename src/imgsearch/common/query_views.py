@@ -23,6 +23,7 @@ so the served ranking and the evaluation's exact ranking use the same rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -80,7 +81,8 @@ def merge_view_hits(
     the whole image's first, so a tie goes to it). Items scoring below
     `min_score` (compared with the adjusted score) are left out. Equal scores
     keep the order in which items were first seen (list by list, hit by hit),
-    so the result is deterministic.
+    so the result is deterministic. A NaN or infinite score is no score: that
+    hit is skipped.
 
     Raises ValueError for a negative margin or a top_k below 1.
     """
@@ -93,6 +95,8 @@ def merge_view_hits(
         penalty = 0.0 if view == WHOLE_IMAGE else margin
         for key, score in hits:
             adjusted = float(score) - penalty
+            if not math.isfinite(adjusted):
+                continue  # a NaN would break the sort's order for every item
             current = best.get(key)
             if current is None or adjusted > current.score:
                 # Re-assigning keeps the key's first-seen position in the dict.
