@@ -279,3 +279,30 @@ def test_a_failing_detector_costs_its_view_not_the_query(
     assert views.find_views(image) == []
     assert [v.kind for v in views.find_views(rotated_copy)] == ["straightened"]
     assert "detector broken failed" in caplog.text
+
+
+def test_a_large_picture_is_searched_for_views_on_a_bounded_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Within the Embedder's pixel limit (40 MP by default) a detector used to copy the
+    whole picture before shrinking it, and the inset was cut from it at full size: each
+    copy the size of the picture. Now no picture made on the way is larger than
+    _WORK_SIDE px a side, and the inset is still found where it was pasted."""
+    pasted, box = screenshot("astronaut", "coffee", 0.4, (0.3, 0.6))
+    large = pasted.resize((6400, 4000), Image.Resampling.NEAREST)
+    made: list[tuple[str, int, int]] = []
+    for name in ("copy", "crop", "convert", "resize", "rotate"):
+        original = getattr(Image.Image, name)
+
+        def spy(self: Image.Image, *args, _original=original, _name=name, **kwargs):
+            result = _original(self, *args, **kwargs)
+            made.append((_name, *result.size))
+            return result
+
+        monkeypatch.setattr(Image.Image, name, spy)
+    found = views.find_views(large)
+    monkeypatch.undo()
+    assert [view.kind for view in found] == ["inset"]
+    assert np.allclose(found[0].box, box, atol=0.02)
+    assert max(width * height for _, width, height in made) <= views._WORK_SIDE**2, made
+    assert min(found[0].image.size) > 224
