@@ -21,6 +21,7 @@ picture is seen as the picture itself.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +33,7 @@ from imgsearch_embedder.views import View, find_views
 
 __all__ = ["CROP_POLICIES", "Preprocessor", "configure_pillow", "trim_uniform_borders"]
 
+_log = logging.getLogger(__name__)
 CropPolicy = Literal["full", "centre"]
 CROP_POLICIES: tuple[CropPolicy, ...] = ("full", "centre")
 # A border row or column belongs to a bar when every pixel is within this of the bar's colour.
@@ -113,8 +115,22 @@ class Preprocessor:
     def _geometry_and_views(
         self, image: Image.Image
     ) -> tuple[np.ndarray, list[tuple[View, np.ndarray]]]:
-        views = find_views(image)
-        return self.geometry(image), [(view, self.geometry(view.image)) for view in views]
+        """The whole image's model input and its views'; a view whose input cannot be made,
+        or is not of the whole image's shape (it would fail the batch), is skipped."""
+        whole = self.geometry(image)
+        inputs = []
+        for view in find_views(image):
+            try:
+                array = self.geometry(view.image)
+            except Exception:  # noqa: BLE001 -- like a failed detector: the view is skipped
+                _log.exception("the model input of a %s view failed; skipped", view.kind)
+                continue
+            if array.shape != whole.shape:
+                _log.error("the model input of a %s view is %s, not %s; skipped", view.kind,
+                           array.shape, whole.shape)  # fmt: skip
+                continue
+            inputs.append((view, array))
+        return whole, inputs
 
     def geometry(self, image: Image.Image) -> np.ndarray:
         """The model input for a decoded RGB image (trim, then crop policy)."""

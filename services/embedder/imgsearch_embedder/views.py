@@ -105,20 +105,42 @@ def find_views(image: Image.Image) -> list[View]:
 
     Never raises for a picture: a view is an extra, so a detector that fails on
     one (a bug, an unforeseen shape) is logged and skipped, and the query is
-    still answered with its whole-image vector and the other views.
+    still answered with its whole-image vector and the other views. So is a
+    view that breaks `View`'s contract (`_malformed`: a box outside 0-1 or
+    empty, a score that is not a number in 0-1, an empty picture).
     """
     image = _shrunk(image, _WORK_SIDE)
     found = []
     for detector in (find_inset, find_rotation, find_captions):
+        size = "x".join(map(str, image.size))
         try:
             view = detector(image)
         except Exception:  # noqa: BLE001 -- a failed detector costs its view, not the query
-            _log.exception("query view detector %s failed on a %s image", detector.__name__,
-                           "x".join(map(str, image.size)))  # fmt: skip
+            _log.exception("query view detector %s failed on a %s image", detector.__name__, size)
             continue
-        if view is not None:
-            found.append(view)
+        if view is None:
+            continue
+        problem = _malformed(view)
+        if problem:
+            _log.error("query view detector %s made a malformed view of a %s image (%s);"
+                       " skipped", detector.__name__, size, problem)  # fmt: skip
+            continue
+        found.append(view)
     return sorted(found, key=lambda view: -view.score)
+
+
+def _malformed(view: View) -> str:
+    """What breaks `View`'s contract in `view` ("" when nothing)."""
+    left, top, right, bottom = view.box
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):  # also False for NaN
+        return f"box {view.box}"
+    if not 0 <= view.score <= 1:
+        return f"score {view.score}"
+    if not math.isfinite(view.angle_degrees):
+        return f"angle {view.angle_degrees}"
+    if view.image.width < 1 or view.image.height < 1:
+        return f"picture of {view.image.width}x{view.image.height} px"
+    return ""
 
 
 def _shrunk(image: Image.Image, side: int) -> Image.Image:
