@@ -361,3 +361,31 @@ def test_a_view_without_a_model_input_of_the_images_shape_is_skipped(
     assert [(view.kind, model_input.shape) for view, model_input in found] == [
         ("straightened", (224, 224, 3))
     ]
+
+
+async def test_admission_and_the_memory_bound_count_the_views_model_inputs(
+    channel, embedder_server: EmbedderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each view is one more model input held between decoding and its result: a request
+    of max_images_per_request images with query_views held up to 4 times the inputs that
+    admission and the stated memory bound allowed for."""
+    admission = embedder_server.servicer._ready().admission
+    counts: list[int] = []
+    admit = admission.admit
+
+    def spy(count: int, deadline: float | None, nbytes: int = 0):
+        counts.append(count)
+        return admit(count, deadline, nbytes)
+
+    monkeypatch.setattr(admission, "admit", spy)
+    stub = embedder_pb2_grpc.EmbedderStub(channel)
+    images = [encode(load_photo("coffee"), "PNG")] * 2
+    await stub.Embed(embedder_pb2.EmbedRequest(images=images, query_views=True))
+    await stub.Embed(embedder_pb2.EmbedRequest(images=images))
+    assert counts == [2 * (1 + views.MAX_VIEWS_PER_IMAGE), 2]
+
+    with_views = embedder_test_settings(query_views=True)
+    without = embedder_test_settings(query_views=False)
+    extra = with_views.memory_bound_above_base() - without.memory_bound_above_base()
+    input_bytes = with_views.input_size**2 * 3
+    assert extra == with_views.max_images_per_request * views.MAX_VIEWS_PER_IMAGE * input_bytes

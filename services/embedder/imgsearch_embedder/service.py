@@ -17,7 +17,7 @@ from imgsearch_embedder.batcher import DynamicBatcher
 from imgsearch_embedder.model import EmbeddingModel
 from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.settings import EmbedderSettings
-from imgsearch_embedder.views import View
+from imgsearch_embedder.views import MAX_VIEWS_PER_IMAGE, View
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         # Decode only once the model is about to need the images (see admission.py).
         with_views = request.query_views and self._settings.query_views
         prepare = self._preprocessor.with_views if with_views else self._preprocessor
-        async with runtime.admission.admit(len(request.images), deadline, nbytes):
+        # Admission counts model inputs: with views, up to 1 + MAX_VIEWS_PER_IMAGE an image.
+        inputs = len(request.images) * (1 + MAX_VIEWS_PER_IMAGE if with_views else 1)
+        async with runtime.admission.admit(inputs, deadline, nbytes):
             decoded = await asyncio.gather(
                 *(
                     loop.run_in_executor(self._decode_executor, prepare, image, index)

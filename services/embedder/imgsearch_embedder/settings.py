@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from imgsearch.common.grpc_runtime import PROBE_HEADROOM_RPCS
 from imgsearch.common.settings import ServerSettings
+from imgsearch_embedder.views import MAX_VIEWS_PER_IMAGE
 
 
 class EmbedderSettings(ServerSettings):
@@ -263,13 +264,15 @@ class EmbedderSettings(ServerSettings):
         - decoding: 16 bytes per pixel (measured: at most ~14, for float TIFFs)
           of max_decoding_pixels, or of one image alone up to max_image_pixels;
         - decoded model inputs (input_size² x 3 bytes) between decoding and their
-          result: one request's worth plus the batches decoded ahead.
+          result: one request's worth (with query_views, up to 1 +
+          MAX_VIEWS_PER_IMAGE per image) plus the batches decoded ahead.
         """
         rpcs = self.max_concurrent_rpcs + PROBE_HEADROOM_RPCS
         requests = 4 * rpcs * self.max_request_bytes
         decoding = 16 * max(self.max_decoding_pixels, self.max_image_pixels)
         batch = self.max_batch_size or 64
-        inputs = self.max_images_per_request + self.decode_ahead_batches * batch
+        per_image = 1 + MAX_VIEWS_PER_IMAGE if self.query_views else 1
+        inputs = self.max_images_per_request * per_image + self.decode_ahead_batches * batch
         return requests + decoding + inputs * self.input_size**2 * 3
 
     @model_validator(mode="after")

@@ -54,7 +54,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["View", "find_captions", "find_inset", "find_rotation", "find_views"]
+__all__ = [
+    "MAX_VIEWS_PER_IMAGE",
+    "View",
+    "find_captions",
+    "find_inset",
+    "find_rotation",
+    "find_views",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +86,8 @@ _OUTLINE = 2  # px (on the probe): a light pixel this close to a dark one is let
 _COVER = 4  # px the lettering is grown by before it is painted over
 MIN_CAPTION_SHARE = 0.01  # of the probe's pixels that are lettering
 _VIEW_SIDE = 320  # the picture inside stays larger than the model input (224)
+# The most views of one image (one per detector): a model input each, besides the image's.
+MAX_VIEWS_PER_IMAGE = 3
 # find_views works on a copy of at most this many px a side: an inset of
 # MIN_INSET_SIDE of it still has more pixels than the model input.
 _WORK_SIDE = 2048
