@@ -366,4 +366,9 @@ async def test_a_hit_found_through_a_view_says_so(browser: Browser, web: WebUnde
                     "image/jpeg")  # fmt: skip
     await expect(page.locator("#results figure").first).to_have_attribute("data-id", "web/moon")
     await expect(page.locator("#results figure").first.locator(".matched-view")).to_have_count(0)
+    # A kind this page does not know is named as it is, even one named like a property
+    # every JavaScript object has (it read "function Object() { [native code] }").
+    for kind in ("constructor", "toString", "__proto__", "hasOwnProperty"):
+        note = await page.evaluate("(kind) => viewNote(kind)", kind)
+        assert note == f"found through the {kind} view of your image"
     assert under_test.errors == []

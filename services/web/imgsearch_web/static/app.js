@@ -154,7 +154,10 @@ const VIEW_NOTES = {
 };
 
 function viewNote(view) {
-  return VIEW_NOTES[view] || `found through the ${view} view of your image`;
+  // Own keys only: "constructor" or "toString" would otherwise read Object's prototype.
+  return Object.hasOwn(VIEW_NOTES, view)
+    ? VIEW_NOTES[view]
+    : `found through the ${view} view of your image`;
 }
 
 // A tile: thumbnail, optional score, id, labels; clicking it runs "more like this".
