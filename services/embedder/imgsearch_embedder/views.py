@@ -37,8 +37,9 @@ best of its whole-image similarity and its views' similarities less a margin.
 Each view is a picture (`View.image`) the Preprocessor then turns into model
 input like any image. The work is bounded by the probes' sizes; the
 straightened view is rotated from a copy of at most `_VIEW_SIDE` px.
-`find_views` first shrinks a picture larger than `_WORK_SIDE` px a side once
-(the inset is cut from that), and no detector copies a picture at full size:
+`find_views` first shrinks a picture larger than `_WORK_SIDE` px a side once,
+by a whole factor (the inset is cut from that), and no detector copies a
+picture at full size:
 measured under load on a 7000 x 5700 (40 MP, the Embedder's default limit)
 noise PNG, each detector took 150-170 ms, most of it copying the picture
 before shrinking it.
@@ -118,7 +119,11 @@ def find_views(image: Image.Image) -> list[View]:
     view that breaks `View`'s contract (`_malformed`: a box outside 0-1 or
     empty, a score that is not a number in 0-1, an empty picture).
     """
-    image = _shrunk(image, _WORK_SIDE)
+    # By a whole factor: block averages, four times as fast as resampling (17 vs 75 ms
+    # from 20 MP, under load), and any size under _WORK_SIDE will do.
+    factor = math.ceil(max(image.size) / _WORK_SIDE)
+    if factor > 1:
+        image = image.reduce(factor)
     found = []
     for detector in (find_inset, find_rotation, find_captions):
         size = "x".join(map(str, image.size))
