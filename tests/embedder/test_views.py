@@ -291,7 +291,7 @@ def test_a_large_picture_is_searched_for_views_on_a_bounded_copy(
     pasted, box = screenshot("astronaut", "coffee", 0.4, (0.3, 0.6))
     large = pasted.resize((6400, 4000), Image.Resampling.NEAREST)
     made: list[tuple[str, int, int]] = []
-    for name in ("copy", "crop", "convert", "resize", "rotate"):
+    for name in ("copy", "crop", "convert", "reduce", "resize", "rotate"):
         original = getattr(Image.Image, name)
 
         def spy(self: Image.Image, *args, _original=original, _name=name, **kwargs):
