@@ -434,3 +434,10 @@ async def test_an_embedder_view_longer_than_unit_never_decides_the_ranking(
         registry = server.registry
         assert registry.get_sample_value("search_top_hit_views_total", {"view": "other"}) == 1
         assert registry.get_sample_value("search_top_hit_views_total", {"view": "whole"}) == 1
+        # Views are an image query's only: id and vector queries never carry one.
+        by_id = await stub.Search(search_pb2.SearchRequest(id="item-2", top_k=3), timeout=30)
+        vector = search_pb2.Vector(values=list(stored.items[0].vector))
+        by_vector = await stub.Search(search_pb2.SearchRequest(vector=vector, top_k=3))
+        for other in (by_id, by_vector):
+            assert other.hits[0].id == "item-2"
+            assert [hit.matched_view for hit in other.hits] == ["", "", ""]
