@@ -180,6 +180,7 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         self.calls = 0
         self.images = 0  # images received in Embed calls
         self.views: list[embedder_pb2.View] = []  # views returned with every embedding
+        self.nan_for: bytes | None = None  # an image whose vector comes back all NaN
         self.asked_views: list[bool] = []  # EmbedRequest.query_views of each call
 
     async def GetModel(self, request, context):
@@ -203,6 +204,8 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         embeddings = []
         for image in request.images:
             vector = rng.normal(size=DIMENSION) + len(image)
+            if image == self.nan_for:
+                vector[:] = np.nan
             embeddings.append(
                 embedder_pb2.Embedding(
                     vector=(vector / np.linalg.norm(vector)).tolist(), views=self.views
@@ -441,3 +444,34 @@ async def test_an_embedder_view_longer_than_unit_never_decides_the_ranking(
         for other in (by_id, by_vector):
             assert other.hits[0].id == "item-2"
             assert [hit.matched_view for hit in other.hits] == ["", "", ""]
+
+
+@pytest.mark.slow
+async def test_an_embedder_nan_vector_is_that_items_error_and_never_stored(
+    milvus_lite_uri: str,
+    redis_url: str,
+    stand_in: tuple[StandInEmbedder, str],
+    search_service_factory: SearchServiceFactory,
+) -> None:
+    """A NaN vector stored in Milvus would come back as NaN scores to every query near it."""
+    servicer, address = stand_in
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=address
+    )
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        unique = uuid.uuid4().hex.encode()
+        servicer.nan_for = b"nan" + unique
+        items = [
+            search_pb2.Item(id="good", image=b"one" + unique),
+            search_pb2.Item(id="nan", image=b"nan" + unique),
+        ]
+        reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
+        assert [result.code for result in reply.results] == [0, grpc.StatusCode.INTERNAL.value[0]]
+        assert "NaN" in reply.results[1].message
+        assert reply.inserted == 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Search(search_pb2.SearchRequest(image=b"nan" + unique), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        found = await stub.Get(search_pb2.GetRequest(ids=["good", "nan"]))
+        assert list(found.missing_ids) == ["nan"]

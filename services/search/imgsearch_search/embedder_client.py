@@ -376,7 +376,12 @@ class EmbedderClient:
         return self.info
 
     async def embed(self, images: Sequence[bytes], deadline: Deadline) -> tuple[np.ndarray, str]:
-        """Embed `images` in one Embed call: (n x dimension float32 matrix, model fingerprint)."""
+        """Embed `images` in one Embed call: (n x dimension float32 matrix, model fingerprint).
+
+        Raises UnavailableError for vectors of another dimension, InternalError when a
+        vector is NaN, infinite or all zeros (the Embedder failed on that image; as a
+        per-image error, `embed_each` finds which one).
+        """
         info = self._require_info()
         reply = await self._call(
             "Embed", embedder_pb2.EmbedRequest(images=list(images)), deadline, "Embed"
@@ -390,6 +395,10 @@ class EmbedderClient:
             raise UnavailableError(
                 f"the Embedder returned vectors of shape {vectors.shape}, expected"
                 f" (n, {info.dimension}); has its model changed?"
+            )
+        if not (np.all(np.isfinite(vectors)) and np.all(np.any(vectors, axis=1))):
+            raise InternalError(
+                "the Embedder returned a vector with NaN or infinite values, or all zeros"
             )
         return vectors, reply.fingerprint
 
