@@ -93,8 +93,8 @@ bench-thumbnails: setup ## What a stored thumbnail costs per item (bytes, Milvus
 soak: setup ## Mixed Insert/Search/Delete against `imgsearch up` for SOAK_SECONDS (600); update docs/benchmarks.md
 	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) bench/soak.py
 
-eval: setup eval-data ## Measure retrieval quality (recall per edit kind, Fashion-MNIST mAP, speed): docs/evaluation.md
-	$(PY) -m imgsearch.cli eval --out docs/evaluation.md
+eval: setup eval-data ## Measure retrieval quality (recall per edit kind, Fashion-MNIST mAP, speed) through the default stack (Milvus standalone): docs/evaluation.md
+	$(PY) -m imgsearch.cli eval --milvus standalone --out docs/evaluation.md
 
 eval-data: ## Install the Debian photo packages the evaluation reads (apt-get; needs root)
 	@scripts/ensure-eval-data.sh
