@@ -19,7 +19,9 @@ from tests.fixtures.backends import SearchServiceFactory, search_address
 from tests.fixtures.photos import cropped, jpeg, load_photo, png
 from tests.search.conftest import SearchUnderTest
 
-THRESHOLD = 0.9
+# Below the JPEG q35 copies' similarity to their originals (0.887 for rocket with the
+# 512-d multi-layer descriptor), above any two distinct photos'.
+THRESHOLD = 0.85
 DISTINCT = ("chelsea", "camera", "horse", "moon", "coins", "brick", "clock", "colorwheel")
 
 
