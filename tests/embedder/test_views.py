@@ -20,7 +20,7 @@ from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.server import EmbedderServer
 from tests.embedder import odd_images
 from tests.fixtures.embedder import embedder_test_settings
-from tests.fixtures.photos import PHOTO_NAMES, encode, load_photo
+from tests.fixtures.photos import PHOTO_NAMES, encode, load_photo, pasted
 
 
 def screenshot(
@@ -28,16 +28,10 @@ def screenshot(
 ) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """Photo `name` scaled to `width_share` of a 1024x640 copy of `backdrop`, pasted at
     `at` (fractions of the free room); the picture and the inset's box (fractions)."""
-    canvas = ImageOps.fit(load_photo(backdrop, None), (1024, 640))
     photo = load_photo(name, None)
-    inset = photo.resize(
-        (round(1024 * width_share), round(1024 * width_share * photo.height / photo.width))
-    )
-    left = round(at[0] * (canvas.width - inset.width))
-    top = round(at[1] * (canvas.height - inset.height))
-    canvas.paste(inset, (left, top))
-    box = (left / 1024, top / 640, (left + inset.width) / 1024, (top + inset.height) / 640)
-    return canvas, box
+    size = (round(1024 * width_share), round(1024 * width_share * photo.height / photo.width))
+    left, top = round(at[0] * (1024 - size[0])), round(at[1] * (640 - size[1]))
+    return pasted(photo, backdrop, size, (left, top), Image.Resampling.BICUBIC)
 
 
 def rotated(name: str, degrees: float, quality: int = 90) -> Image.Image:

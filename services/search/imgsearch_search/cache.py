@@ -340,12 +340,7 @@ class QueryCache:
                 vector.astype("<f4").tobytes(),
                 ex=self._embedding_ttl_s,
             )
-        try:
-            await pipeline.execute()
-        except (RedisError, OSError) as error:
-            self._failed("put embeddings", error)
-            return
-        self._succeeded()
+        await self._execute(pipeline, "put embeddings")
 
     async def get_query_embedding(
         self, image_sha256: str, dimension: int
@@ -382,9 +377,13 @@ class QueryCache:
             np.asarray(embedding.vector, dtype="<f4").tobytes(),
             ex=self._embedding_ttl_s,
         )
+        await self._execute(pipeline, "put query views")
+
+    async def _execute(self, pipeline: Any, operation: str) -> None:
+        """Run a pipeline of writes; a failure is `operation`'s, as for `_command`."""
         try:
             await pipeline.execute()
         except (RedisError, OSError) as error:
-            self._failed("put query views", error)
+            self._failed(operation, error)
             return
         self._succeeded()
