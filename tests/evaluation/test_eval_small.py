@@ -113,5 +113,13 @@ async def test_the_scaled_down_evaluation_measures_known_answers(
     assert report.closest_pairs
     assert all(p["gallery"] != p["other"] for p in report.closest_pairs)
     assert all(-1.0 <= p["cosine"] <= 1.0 for p in report.closest_pairs)
+    # FindDuplicates' threshold: an unedited-looking copy (mirror) links more at 0.80 than
+    # at 0.97, and the false links can only fall as the threshold rises.
+    thresholds = report.duplicate_thresholds
+    assert [r["threshold"] for r in thresholds] == sorted(r["threshold"] for r in thresholds)
+    assert thresholds[0]["mirror"] >= thresholds[-1]["mirror"]
+    false_pairs = [r["false_pairs"] for r in thresholds]
+    assert false_pairs == sorted(false_pairs, reverse=True)
+    assert "## Duplicate threshold (FindDuplicates)" in markdown
     write_report(report, tmp_path / "evaluation.md")
     assert (tmp_path / "img" / "eval-kinds.png").stat().st_size > 1000

@@ -85,4 +85,6 @@ class Report:
     # The closest (gallery, other indexed picture) pairs by the default descriptor: an audit
     # that no indexed picture is a copy of a gallery picture.
     closest_pairs: list[dict[str, Any]] = field(default_factory=list)
+    # FindDuplicates' threshold on the eval's sets (`scoring.duplicate_thresholds`).
+    duplicate_thresholds: list[dict[str, float]] = field(default_factory=list)
     elapsed_s: float = 0.0

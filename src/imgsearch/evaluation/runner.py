@@ -169,6 +169,7 @@ def _score_default(report: Report, data: EvalData, served: Vectors, outcome: End
     if served.fashion_gallery is not None:
         report.fashion[label] = scoring.fashion_scores(served, data)
     report.closest_pairs = scoring.closest_pairs(served, data)
+    report.duplicate_thresholds = scoring.duplicate_thresholds(served, data)
 
 
 def _score_baseline(report: Report, data: EvalData, vectors: Vectors) -> None:

@@ -284,3 +284,42 @@ def closest_pairs(vectors: Vectors, data: EvalData, count: int = 20) -> list[dic
         }
         for r, c in zip(rows, columns, strict=True)
     ]
+
+
+DUPLICATE_THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.97)
+
+
+def duplicate_thresholds(
+    vectors: Vectors, data: EvalData, thresholds: Sequence[float] = DUPLICATE_THRESHOLDS
+) -> list[dict[str, float]]:
+    """What FindDuplicates would link at each threshold, on the eval's own sets.
+
+    For each threshold t: the share of each edit kind's copies whose whole-image
+    cosine to its original is >= t (a copy FindDuplicates would group with its
+    original), and the number of pairs of *distinct* indexed pictures (gallery and
+    distractors, every pair once; the sets hold no copies, see `near_duplicates`)
+    at >= t: links that would be false. Rows: {"threshold", "<kind>" for each
+    kind, "easy"/"hard" (mean over the group's kinds), "false_pairs",
+    "pictures_in_false_pairs"} (shares in [0, 1], counts as floats).
+    """
+    indexed = vectors.indexed.astype(np.float32)
+    answers = np.array([q.answer for q in data.queries], dtype=np.int64)
+    copy_scores = np.einsum("ij,ij->i", vectors.queries, indexed[answers])
+    kinds = np.array([q.kind for q in data.queries])
+    similarity = indexed @ indexed.T
+    upper = similarity[np.triu_indices(len(indexed), k=1)]
+    rows = []
+    for threshold in thresholds:
+        row: dict[str, float] = {"threshold": float(threshold)}
+        for kind in dict.fromkeys(kinds.tolist()):
+            row[kind] = float(np.mean(copy_scores[kinds == kind] >= threshold))
+        for group, members in (("easy", edits.EASY), ("hard", edits.HARD)):
+            names = [k.name for k in members if k.name in row]
+            if names:
+                row[group] = float(np.mean([row[name] for name in names]))
+        linked = similarity >= threshold
+        np.fill_diagonal(linked, False)
+        row["false_pairs"] = float(np.count_nonzero(upper >= threshold))
+        row["pictures_in_false_pairs"] = float(np.count_nonzero(linked.any(axis=1)))
+        rows.append(row)
+    return rows
