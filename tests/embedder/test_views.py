@@ -7,7 +7,9 @@ real model, and checks the views' vectors find the original picture.
 
 from __future__ import annotations
 
+import hashlib
 import io
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -193,11 +195,22 @@ async def test_embed_returns_views_that_find_the_original(channel) -> None:
     for vector in (inset.vector, straight.vector, meme.views[0].vector):
         assert np.linalg.norm(_unit(vector)) == pytest.approx(1, abs=1e-4)
 
+    # The detectors' identity: a digest of their code, in GetModel and in replies with views.
+    identity = (await stub.GetModel(embedder_pb2.GetModelRequest())).query_views
+    assert identity == views.detectors_identity()
+    assert reply.query_views == identity
+
     # Without the flag the same images get their whole-image vectors only, unchanged.
     plain = await stub.Embed(embedder_pb2.EmbedRequest(images=images))
+    assert plain.query_views == ""
     assert all(not e.views for e in plain.embeddings)
     for with_views, without in zip(reply.embeddings, plain.embeddings, strict=True):
         assert np.allclose(list(with_views.vector), list(without.vector), atol=1e-5)
+
+
+def test_the_detectors_identity_is_a_digest_of_their_code() -> None:
+    code = Path(views.__file__).read_bytes()
+    assert views.detectors_identity() == hashlib.sha256(code).hexdigest()[:16]
 
 
 async def test_an_embedder_set_not_to_look_returns_no_views() -> None:
@@ -207,11 +220,15 @@ async def test_an_embedder_set_not_to_look_returns_no_views() -> None:
         await server.load_model()
         pasted, _ = screenshot("astronaut", "coffee", 0.4, (0.3, 0.6))
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            reply = await embedder_pb2_grpc.EmbedderStub(channel).Embed(
+            stub = embedder_pb2_grpc.EmbedderStub(channel)
+            reply = await stub.Embed(
                 embedder_pb2.EmbedRequest(images=[encode(pasted, "PNG")], query_views=True)
             )
+            model = await stub.GetModel(embedder_pb2.GetModelRequest())
         assert len(reply.embeddings) == 1
         assert not reply.embeddings[0].views
+        # No detectors looked: Search keys this "no views" apart from a looking Embedder's.
+        assert reply.query_views == model.query_views == ""
     finally:
         await server.stop(drain_delay_s=0, grace_s=1)
 

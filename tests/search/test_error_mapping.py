@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from pymilvus.exceptions import DataNotMatchException, MilvusException, ParamError
 from pymilvus.grpc_gen import common_pb2
@@ -31,6 +32,7 @@ from imgsearch.common.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from imgsearch.common.grpc_runtime import HealthState
 from imgsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
 from imgsearch_search.cache import _parse_embedding
 from imgsearch_search.embedder_client import (
@@ -45,6 +47,7 @@ from imgsearch_search.settings import SearchSettings
 from imgsearch_search.store import MilvusStore
 from tests.fixtures.backends import SearchServiceFactory, search_address
 from tests.fixtures.processes import free_port
+from tests.fixtures.waiting import eventually
 
 
 def server_status(code: int, legacy: int = 0, **extra: object) -> MilvusException:
@@ -182,11 +185,12 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         self.views: list[embedder_pb2.View] = []  # views returned with every embedding
         self.nan_for: bytes | None = None  # an image whose vector comes back all NaN
         self.asked_views: list[bool] = []  # EmbedRequest.query_views of each call
+        self.detectors = "stand-in-views-1"  # GetModelResponse.query_views
 
     async def GetModel(self, request, context):
         return embedder_pb2.GetModelResponse(
             model=MODEL, fingerprint=FINGERPRINT, dimension=DIMENSION,
-            max_images_per_request=16, max_request_bytes=1 << 20,
+            max_images_per_request=16, max_request_bytes=1 << 20, query_views=self.detectors,
         )  # fmt: skip
 
     async def Embed(self, request, context):
@@ -212,7 +216,10 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
                 )
             )
         return embedder_pb2.EmbedResponse(
-            embeddings=embeddings, model=MODEL, fingerprint=FINGERPRINT
+            embeddings=embeddings,
+            model=MODEL,
+            fingerprint=FINGERPRINT,
+            query_views=self.detectors if request.query_views else "",
         )
 
 
@@ -221,8 +228,12 @@ async def stand_in() -> AsyncIterator[tuple[StandInEmbedder, str]]:
     servicer = StandInEmbedder()
     server = grpc.aio.server()
     embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server)
+    # Health SERVING, as a real Embedder's: Search's health monitor probes it, then GetModel.
+    health_state = HealthState(["imgsearch.v1.Embedder"])
+    health_pb2_grpc.add_HealthServicer_to_server(health_state.servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    await health_state.set_serving(True)
     try:
         yield servicer, f"127.0.0.1:{port}"
     finally:
@@ -274,12 +285,19 @@ async def test_query_views_are_asked_for_only_when_wanted_and_checked(
     try:
         await client.get_model(Deadline(5))
         servicer.views = [good, nameless]
-        embedding, fingerprint = await client.embed_query(b"q", Deadline(10), views=True)
-        assert fingerprint == FINGERPRINT
-        assert [view.kind for view in embedding.views] == ["inset"]
-        plain, _ = await client.embed_query(b"q", Deadline(10), views=False)
-        assert list(plain.views) == []
-        assert servicer.asked_views == [True, False]
+        assert client.views_identity == "stand-in-views-1"  # from GetModel
+        embedded = await client.embed_query(b"q", Deadline(10), views=True)
+        assert embedded.fingerprint == FINGERPRINT
+        assert embedded.query_views == "stand-in-views-1"
+        assert [view.kind for view in embedded.embedding.views] == ["inset"]
+        plain = await client.embed_query(b"q", Deadline(10), views=False)
+        assert list(plain.embedding.views) == []
+        assert plain.query_views == ""
+        # A reply with views from other detectors (an Embedder replaced between calls).
+        servicer.detectors = "stand-in-views-2"
+        await client.embed_query(b"q", Deadline(10), views=True)
+        assert client.views_identity == "stand-in-views-2"
+        assert servicer.asked_views == [True, False, True]
         # A view of another length than the model's: the Embedder does not fit (UNAVAILABLE).
         servicer.views = [embedder_pb2.View(kind="inset", vector=[1.0] * (DIMENSION + 1))]
         with pytest.raises(UnavailableError, match="has its model changed"):
@@ -358,7 +376,7 @@ async def test_query_vectors_are_unit_norm_and_views_without_a_direction_are_dro
             _view("inset", axis),  # a second inset: the first kept one is the most confident
             *(_view(f"future-{n}", axis) for n in range(20)),
         ]
-        embedding, _ = await client.embed_query(b"q", Deadline(10), views=True)
+        embedding = (await client.embed_query(b"q", Deadline(10), views=True)).embedding
         kinds = [view.kind for view in embedding.views]
         assert kinds[:2] == ["uncaptioned", "inset"]
         assert len(kinds) == len(set(kinds)) == MAX_QUERY_VIEWS
@@ -475,3 +493,49 @@ async def test_an_embedder_nan_vector_is_that_items_error_and_never_stored(
         assert info.value.code() == grpc.StatusCode.INTERNAL
         found = await stub.Get(search_pb2.GetRequest(ids=["good", "nan"]))
         assert list(found.missing_ids) == ["nan"]
+
+
+@pytest.mark.slow
+async def test_views_of_replaced_detectors_are_never_served_from_the_cache(
+    milvus_lite_uri: str,
+    redis_url: str,
+    stand_in: tuple[StandInEmbedder, str],
+    search_service_factory: SearchServiceFactory,
+) -> None:
+    """Cached views (and results of image queries) are keyed by the detectors' identity
+    (GetModelResponse.query_views): once the Embedder's detectors change, an image
+    queried before is looked at again, learnt from GetModel within one health interval."""
+    servicer, address = stand_in
+    servicer.detectors = f"stand-in-{uuid.uuid4().hex}"  # no other test's cached views apply
+    server = await search_service_factory(
+        milvus_uri=milvus_lite_uri,
+        redis_url=redis_url,
+        embedder_address=address,
+        query_views=True,
+    )  # health probes every 0.5 s (the factory's)
+    async with grpc.aio.insecure_channel(search_address(server)) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        unique = uuid.uuid4().hex.encode()
+        items = [search_pb2.Item(id=f"item-{n}", image=unique * (n + 1)) for n in range(4)]
+        assert (await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)).inserted == 4
+        stored = await stub.Get(search_pb2.GetRequest(ids=["item-2"], include_vectors=True))
+        servicer.views = [_view("inset", list(stored.items[0].vector))]
+        # One byte: a whole-image vector far from the items' (the stand-in's vectors follow
+        # the image's length).
+        query = search_pb2.SearchRequest(image=b"s", top_k=2)
+        first = await stub.Search(query, timeout=30)
+        assert (first.hits[0].id, first.hits[0].matched_view) == ("item-2", "inset")
+        calls = servicer.calls
+        assert (await stub.Search(query, timeout=30)).cached
+        assert servicer.calls == calls  # served from the cache
+
+        # The Embedder's detectors change: they now find nothing in that image.
+        servicer.detectors, servicer.views = f"stand-in-{uuid.uuid4().hex}", []
+
+        async def looked_again() -> bool:
+            reply = await stub.Search(query, timeout=30)
+            return not reply.cached and reply.hits[0].matched_view == ""
+
+        assert await eventually(looked_again)
+        assert servicer.calls > calls
+        assert server.embedder.views_identity == servicer.detectors

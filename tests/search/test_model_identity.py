@@ -162,24 +162,37 @@ async def test_query_views_are_cached_apart_from_whole_image_embeddings(redis_ur
     whole_only, with_views, no_views = (uuid.uuid4().hex for _ in range(3))
     vector = np.arange(8, dtype=np.float32)
     inset = embedder_pb2.View(kind="inset", vector=[1.0] * 8, box=[0, 0, 1, 1], score=0.9)
+    detectors = "0123456789abcdef"
     try:
         await cache.put_embeddings({whole_only: vector})
-        assert await cache.get_query_embedding(whole_only, 8) is None
+        assert await cache.get_query_embedding(whole_only, 8, detectors) is None
         await cache.put_query_embedding(
-            with_views, embedder_pb2.Embedding(vector=vector.tolist(), views=[inset])
+            with_views, embedder_pb2.Embedding(vector=vector.tolist(), views=[inset]), detectors
         )
-        found = await cache.get_query_embedding(with_views, 8)
+        found = await cache.get_query_embedding(with_views, 8, detectors)
         assert found is not None
         assert [view.kind for view in found.views] == ["inset"]
         assert list(found.views[0].box) == [0, 0, 1, 1]
+        # Other detectors (a changed views.py), or an Embedder that does not look: a miss.
+        assert await cache.get_query_embedding(with_views, 8, "fedcba9876543210") is None
+        assert await cache.get_query_embedding(with_views, 8, "") is None
         # The views call also fills the whole-image entry: the same vector.
         np.testing.assert_array_equal((await cache.get_embeddings([with_views], 8))[0], vector)
-        # "No views" is an answer too, cached as such.
-        await cache.put_query_embedding(no_views, embedder_pb2.Embedding(vector=vector.tolist()))
-        empty = await cache.get_query_embedding(no_views, 8)
+        # "No views" is an answer too, cached as such, under the detectors that looked.
+        await cache.put_query_embedding(
+            no_views, embedder_pb2.Embedding(vector=vector.tolist()), detectors
+        )
+        empty = await cache.get_query_embedding(no_views, 8, detectors)
         assert empty is not None
         assert not empty.views
+        # An Embedder that did not look ("" detectors) says nothing about what one that
+        # looks would find, and the reverse.
+        await cache.put_query_embedding(
+            whole_only, embedder_pb2.Embedding(vector=vector.tolist()), ""
+        )
+        assert await cache.get_query_embedding(whole_only, 8, "") is not None
+        assert await cache.get_query_embedding(whole_only, 8, detectors) is None
         # Another dimension (another model, a corrupt entry) is a miss.
-        assert await cache.get_query_embedding(with_views, 16) is None
+        assert await cache.get_query_embedding(with_views, 16, detectors) is None
     finally:
         await cache.close()

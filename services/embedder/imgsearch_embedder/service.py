@@ -17,7 +17,7 @@ from imgsearch_embedder.batcher import DynamicBatcher
 from imgsearch_embedder.model import EmbeddingModel
 from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.settings import EmbedderSettings
-from imgsearch_embedder.views import MAX_VIEWS_PER_IMAGE, View
+from imgsearch_embedder.views import MAX_VIEWS_PER_IMAGE, View, detectors_identity
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         self._preprocessor = preprocessor
         self._decode_executor = decode_executor
         self._runtime: ModelRuntime | None = None
+        # GetModelResponse.query_views: empty when this Embedder never looks for views.
+        self._views_identity = detectors_identity() if settings.query_views else ""
 
     def attach(self, runtime: ModelRuntime) -> None:
         self._runtime = runtime
@@ -111,6 +113,7 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             embeddings=embeddings,
             model=runtime.model.name,
             fingerprint=runtime.model.fingerprint,
+            query_views=self._views_identity if with_views else "",
         )
 
     @staticmethod
@@ -155,4 +158,5 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             pooling=model.pooling,
             fingerprint=model.fingerprint,
             descriptor=json.dumps(model.descriptor, sort_keys=True),
+            query_views=self._views_identity,
         )

@@ -47,10 +47,12 @@ before shrinking it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -58,6 +60,7 @@ from PIL import Image
 __all__ = [
     "MAX_VIEWS_PER_IMAGE",
     "View",
+    "detectors_identity",
     "find_captions",
     "find_inset",
     "find_rotation",
@@ -65,6 +68,17 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+
+def detectors_identity() -> str:
+    """16 hex digits of the SHA-256 of this module's code (GetModelResponse.query_views).
+
+    The detectors are all here (they import only numpy and Pillow), so any change to
+    them (a threshold, a probe size, a new kind) changes the identity, and Search's
+    cached views of the old detectors stop being read.
+    """
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
 
 # --- inset
 _INSET_PROBE = 256

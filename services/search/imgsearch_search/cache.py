@@ -33,16 +33,18 @@ say), skips the Embedder.
 
 An image query that asks for views (SEARCH_QUERY_VIEWS) needs more than the
 whole-image vector: the views the Embedder found in it. Those are cached
-apart, under `imgsearch:query-views:<fingerprint>:<image sha256>`, as the
+apart, under `imgsearch:query-views:<fingerprint>:<detectors>:<image sha256>`
+(`<detectors>`: GetModelResponse.query_views, a digest of the detectors' code,
+or `none` from an Embedder that does not look), as the
 Embedder's `Embedding` message (whole-image vector and views; an empty list
 of views is an answer too: most photos have none). A whole-image entry never
 answers a query that wants views (it cannot say whether the image has any),
 and a views entry is only read by such queries; the views call also writes
 the whole-image entry (the same vector), so Insert and view-less queries of
 that image skip the Embedder too. Views come from the Embedder's detectors,
-which the descriptor fingerprint does not cover: an Embedder with other
-detectors serves fresh views once the entries expire
-(`SEARCH_EMBEDDING_CACHE_TTL_S`), or at once under a flushed cache.
+which the descriptor fingerprint does not cover, hence their own identity in
+the key: an Embedder with other detectors (or with views turned off) gets
+other keys at once, from its GetModel reply or its first reply with views.
 
 Redis is an optimisation, never a dependency: every call has a short timeout,
 no retries, and after a failure the cache is skipped for `redis_retry_after_s`
@@ -343,14 +345,16 @@ class QueryCache:
         await self._execute(pipeline, "put embeddings")
 
     async def get_query_embedding(
-        self, image_sha256: str, dimension: int
+        self, image_sha256: str, dimension: int, detectors: str
     ) -> embedder_pb2.Embedding | None:
-        """The cached whole-image vector and views of a query image (None when unknown).
+        """The cached whole-image vector and views of a query image (None when unknown),
+        as found by the query-view detectors of identity `detectors`
+        (GetModelResponse.query_views).
 
         An entry that does not parse, or holds a vector of another length, is ignored.
         """
         ok, value = await self._command(
-            "get query views", "GET", f"{self._views_prefix}{image_sha256}"
+            "get query views", "GET", self._views_key(image_sha256, detectors)
         )
         if not ok:
             self._metrics.lookups.labels("query_views", "error").inc()
@@ -359,16 +363,20 @@ class QueryCache:
         self._metrics.lookups.labels("query_views", "miss" if embedding is None else "hit").inc()
         return embedding
 
+    def _views_key(self, image_sha256: str, detectors: str) -> str:
+        return f"{self._views_prefix}{detectors or 'none'}:{image_sha256}"
+
     async def put_query_embedding(
-        self, image_sha256: str, embedding: embedder_pb2.Embedding
+        self, image_sha256: str, embedding: embedder_pb2.Embedding, detectors: str
     ) -> None:
-        """Remember a query image's vector and views, and its whole-image entry (one round trip)."""
+        """Remember a query image's vector and views found by the detectors of identity
+        `detectors` ("" when none looked), and its whole-image entry (one round trip)."""
         if not self._usable():
             return
         assert self._client is not None
         pipeline = self._client.pipeline(transaction=False)
         pipeline.set(
-            f"{self._views_prefix}{image_sha256}",
+            self._views_key(image_sha256, detectors),
             embedding.SerializeToString(),
             ex=self._embedding_ttl_s,
         )

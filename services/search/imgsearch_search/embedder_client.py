@@ -123,6 +123,17 @@ class ModelInfo:
     dimension: int
     max_images_per_request: int
     max_request_bytes: int
+    # Identity of the Embedder's query-view detectors ("" when it does not look for views).
+    query_views: str = ""
+
+
+@dataclass(frozen=True)
+class QueryEmbedding:
+    """One query image's embedding as the Embedder returned it, with its identities."""
+
+    embedding: embedder_pb2.Embedding  # the whole-image vector and any views, checked
+    fingerprint: str  # the descriptor's (EmbedResponse.fingerprint)
+    query_views: str  # the detectors' that looked for the views ("" when none looked)
 
 
 class Deadline:
@@ -281,6 +292,9 @@ class EmbedderClient:
             )
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)
         self.info: ModelInfo | None = None
+        # The query-view detectors' identity as last reported (GetModel, or an Embed reply
+        # with views): the key under which cached views are looked up.
+        self.views_identity = ""
 
     async def close(self) -> None:
         await self._channel.close()
@@ -348,7 +362,9 @@ class EmbedderClient:
             dimension=reply.dimension,
             max_images_per_request=max(1, reply.max_images_per_request),
             max_request_bytes=max(1, reply.max_request_bytes),
+            query_views=reply.query_views,
         )
+        self.views_identity = reply.query_views
         return self.info
 
     async def check_health(self, deadline: Deadline) -> None:
@@ -402,16 +418,15 @@ class EmbedderClient:
             )
         return vectors, reply.fingerprint
 
-    async def embed_query(
-        self, image: bytes, deadline: Deadline, *, views: bool
-    ) -> tuple[embedder_pb2.Embedding, str]:
+    async def embed_query(self, image: bytes, deadline: Deadline, *, views: bool) -> QueryEmbedding:
         """Embed one query image, with its views when `views` (EmbedRequest.query_views).
 
         Returns the Embedding message (its vector and, when asked for, the views
         the Embedder found: none from an Embedder that predates views, which
-        then serves the whole image alone) and the model fingerprint, as
-        `checked_query_embedding` leaves it: every vector of the model's
-        dimension (else UnavailableError, as in `embed`) and unit norm.
+        then serves the whole image alone) as `checked_query_embedding` leaves
+        it: every vector of the model's dimension (else UnavailableError, as in
+        `embed`) and unit norm; with the model fingerprint and the identity of
+        the detectors that looked (remembered in `views_identity`).
         """
         info = self._require_info()
         request = embedder_pb2.EmbedRequest(images=[image], query_views=views)
@@ -421,9 +436,13 @@ class EmbedderClient:
                 f"the Embedder returned {len(reply.embeddings)} embeddings for 1 image"
             )
         embedding = reply.embeddings[0]
-        if not views:
+        identity = reply.query_views if views else ""
+        if views:
+            self.views_identity = identity
+        else:
             del embedding.views[:]
-        return checked_query_embedding(embedding, info.dimension), reply.fingerprint
+        checked = checked_query_embedding(embedding, info.dimension)
+        return QueryEmbedding(checked, reply.fingerprint, identity)
 
     def plan_calls(self, images: Sequence[bytes]) -> tuple[list[list[int]], dict[int, str]]:
         """Group image indexes into Embed calls within the Embedder's limits.

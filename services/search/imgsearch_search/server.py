@@ -200,6 +200,9 @@ class SearchServer:
                 # Its health check, not GetModel: that is answered from memory
                 # even while the model is hung.
                 await self.embedder.check_health(Deadline(probe_timeout_s))
+                # Then GetModel: a replaced Embedder's limits and query-view detectors
+                # (cached views are keyed by them) are seen within one interval.
+                await self.embedder.get_model(Deadline(probe_timeout_s))
                 await self.store.ping(probe_timeout_s)
             except Exception as error:  # noqa: BLE001 -- the monitor must outlive any failure
                 reason = error.message if isinstance(error, ImgsearchError) else repr(error)

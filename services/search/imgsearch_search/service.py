@@ -406,8 +406,9 @@ class SearchService(search_pb2_grpc.SearchServicer):
             if not image:
                 raise InvalidArgumentError("image is empty")
             identity["image"] = hashlib.sha256(image).hexdigest()
-            # Views change an image query's hits (and only an image query's).
-            identity["query_views"] = settings.query_views
+            # Views change an image query's hits (and only an image query's); which
+            # views depends on the Embedder's detectors.
+            identity["query_views"] = settings.query_views and self._embedder.views_identity
             identity["view_margin"] = settings.view_margin
         elif kind == "id":
             item_id = request.id
@@ -453,7 +454,8 @@ class SearchService(search_pb2_grpc.SearchServicer):
         digest = hashlib.sha256(image).hexdigest()
         views = self._settings.query_views
         if views:
-            known = await self._cache.get_query_embedding(digest, info.dimension)
+            detectors = self._embedder.views_identity
+            known = await self._cache.get_query_embedding(digest, info.dimension, detectors)
             if known is not None:
                 return _query_vectors(known)
         else:
@@ -467,17 +469,17 @@ class SearchService(search_pb2_grpc.SearchServicer):
                 f" {limits.max_request_bytes} bytes"
             )
         try:
-            embedding, fingerprint = await self._embedder.embed_query(image, deadline, views=views)
+            embedded = await self._embedder.embed_query(image, deadline, views=views)
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"image: {error.message}") from None
-        if fingerprint != info.fingerprint:
+        if embedded.fingerprint != info.fingerprint:
             raise FailedPreconditionError(
-                f"the Embedder now serves model fingerprint {fingerprint} but collection"
-                f" {info.name!r} holds {info.model!r} (fingerprint {info.fingerprint})"
+                f"the Embedder now serves model fingerprint {embedded.fingerprint} but"
+                f" collection {info.name!r} holds {info.model!r} (fingerprint {info.fingerprint})"
             )
-        vectors = _query_vectors(embedding)
+        vectors = _query_vectors(embedded.embedding)
         if views:
-            await self._cache.put_query_embedding(digest, embedding)
+            await self._cache.put_query_embedding(digest, embedded.embedding, embedded.query_views)
         else:
             await self._cache.put_embeddings({digest: vectors[0][1]})
         return vectors

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/embedder.proto\x12\x0cimgsearch.v1\"3\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x13\n\x0bquery_views\x18\x02 \x01(\x08\"`\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.imgsearch.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\">\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12!\n\x05views\x18\x02 \x03(\x0b\x32\x12.imgsearch.v1.View\"W\n\x04View\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x0b\n\x03\x62ox\x18\x03 \x03(\x02\x12\x15\n\rangle_degrees\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\"\x11\n\x0fGetModelRequest\"\x8e\x02\n\x10GetModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\ninput_size\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x1e\n\x16max_images_per_request\x18\x07 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\t \x01(\x04\x12\x0f\n\x07pooling\x18\n \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0b \x01(\t\x12\x12\n\ndescriptor\x18\x0c \x01(\t2\x97\x01\n\x08\x45mbedder\x12@\n\x05\x45mbed\x12\x1a.imgsearch.v1.EmbedRequest\x1a\x1b.imgsearch.v1.EmbedResponse\x12I\n\x08GetModel\x12\x1d.imgsearch.v1.GetModelRequest\x1a\x1e.imgsearch.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bimgsearch/v1/embedder.proto\x12\x0cimgsearch.v1\"3\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x13\n\x0bquery_views\x18\x02 \x01(\x08\"u\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x03(\x0b\x32\x17.imgsearch.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x13\n\x0bquery_views\x18\x04 \x01(\t\">\n\tEmbedding\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12!\n\x05views\x18\x02 \x03(\x0b\x32\x12.imgsearch.v1.View\"W\n\x04View\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x03(\x02\x12\x0b\n\x03\x62ox\x18\x03 \x03(\x02\x12\x15\n\rangle_degrees\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\"\x11\n\x0fGetModelRequest\"\xa3\x02\n\x10GetModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\r\x12\x12\n\ninput_size\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x1e\n\x16max_images_per_request\x18\x07 \x01(\r\x12\x19\n\x11max_request_bytes\x18\x08 \x01(\x04\x12\x18\n\x10max_image_pixels\x18\t \x01(\x04\x12\x0f\n\x07pooling\x18\n \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x0b \x01(\t\x12\x12\n\ndescriptor\x18\x0c \x01(\t\x12\x13\n\x0bquery_views\x18\r \x01(\t2\x97\x01\n\x08\x45mbedder\x12@\n\x05\x45mbed\x12\x1a.imgsearch.v1.EmbedRequest\x1a\x1b.imgsearch.v1.EmbedResponse\x12I\n\x08GetModel\x12\x1d.imgsearch.v1.GetModelRequest\x1a\x1e.imgsearch.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDREQUEST']._serialized_start=45
   _globals['_EMBEDREQUEST']._serialized_end=96
   _globals['_EMBEDRESPONSE']._serialized_start=98
-  _globals['_EMBEDRESPONSE']._serialized_end=194
-  _globals['_EMBEDDING']._serialized_start=196
-  _globals['_EMBEDDING']._serialized_end=258
-  _globals['_VIEW']._serialized_start=260
-  _globals['_VIEW']._serialized_end=347
-  _globals['_GETMODELREQUEST']._serialized_start=349
-  _globals['_GETMODELREQUEST']._serialized_end=366
-  _globals['_GETMODELRESPONSE']._serialized_start=369
-  _globals['_GETMODELRESPONSE']._serialized_end=639
-  _globals['_EMBEDDER']._serialized_start=642
-  _globals['_EMBEDDER']._serialized_end=793
+  _globals['_EMBEDRESPONSE']._serialized_end=215
+  _globals['_EMBEDDING']._serialized_start=217
+  _globals['_EMBEDDING']._serialized_end=279
+  _globals['_VIEW']._serialized_start=281
+  _globals['_VIEW']._serialized_end=368
+  _globals['_GETMODELREQUEST']._serialized_start=370
+  _globals['_GETMODELREQUEST']._serialized_end=387
+  _globals['_GETMODELRESPONSE']._serialized_start=390
+  _globals['_GETMODELRESPONSE']._serialized_end=681
+  _globals['_EMBEDDER']._serialized_start=684
+  _globals['_EMBEDDER']._serialized_end=835
 # @@protoc_insertion_point(module_scope)

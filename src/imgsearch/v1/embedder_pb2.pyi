@@ -15,14 +15,16 @@ class EmbedRequest(_message.Message):
     def __init__(self, images: _Optional[_Iterable[bytes]] = ..., query_views: _Optional[bool] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "model", "fingerprint")
+    __slots__ = ("embeddings", "model", "fingerprint", "query_views")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VIEWS_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     model: str
     fingerprint: str
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    query_views: str
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., query_views: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("vector", "views")
@@ -51,7 +53,7 @@ class GetModelRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model", "dimension", "input_size", "device", "dtype", "max_batch_size", "max_images_per_request", "max_request_bytes", "max_image_pixels", "pooling", "fingerprint", "descriptor")
+    __slots__ = ("model", "dimension", "input_size", "device", "dtype", "max_batch_size", "max_images_per_request", "max_request_bytes", "max_image_pixels", "pooling", "fingerprint", "descriptor", "query_views")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +66,7 @@ class GetModelResponse(_message.Message):
     POOLING_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VIEWS_FIELD_NUMBER: _ClassVar[int]
     model: str
     dimension: int
     input_size: int
@@ -76,4 +79,5 @@ class GetModelResponse(_message.Message):
     pooling: str
     fingerprint: str
     descriptor: str
-    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., pooling: _Optional[str] = ..., fingerprint: _Optional[str] = ..., descriptor: _Optional[str] = ...) -> None: ...
+    query_views: str
+    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., input_size: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., pooling: _Optional[str] = ..., fingerprint: _Optional[str] = ..., descriptor: _Optional[str] = ..., query_views: _Optional[str] = ...) -> None: ...
