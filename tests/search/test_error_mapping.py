@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -185,7 +186,8 @@ class StandInEmbedder(embedder_pb2_grpc.EmbedderServicer):
         self.views: list[embedder_pb2.View] = []  # views returned with every embedding
         self.nan_for: bytes | None = None  # an image whose vector comes back all NaN
         self.asked_views: list[bool] = []  # EmbedRequest.query_views of each call
-        self.detectors = "stand-in-views-1"  # GetModelResponse.query_views
+        # GetModelResponse.query_views: fresh, so no other test's cached views apply.
+        self.detectors = f"stand-in-{uuid.uuid4().hex}"
 
     async def GetModel(self, request, context):
         return embedder_pb2.GetModelResponse(
@@ -240,6 +242,43 @@ async def stand_in() -> AsyncIterator[tuple[StandInEmbedder, str]]:
         await server.stop(0)
 
 
+class StandInSearch(NamedTuple):
+    """A Search service in front of the stand-in Embedder, and a stub to call it."""
+
+    servicer: StandInEmbedder
+    server: Any  # imgsearch_search.server.SearchServer
+    stub: search_pb2_grpc.SearchStub
+
+
+StartStandInSearch = Callable[..., Awaitable[StandInSearch]]
+
+
+@pytest.fixture
+async def stand_in_search(
+    milvus_lite_uri: str,
+    redis_url: str,
+    stand_in: tuple[StandInEmbedder, str],
+    search_service_factory: SearchServiceFactory,
+) -> AsyncIterator[StartStandInSearch]:
+    """Starts Search (real Milvus Lite, Redis and gRPC) against the stand-in Embedder;
+    keyword arguments are further SearchSettings fields."""
+    servicer, address = stand_in
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(**settings: Any) -> StandInSearch:
+        server = await search_service_factory(
+            milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=address, **settings
+        )
+        channels.append(grpc.aio.insecure_channel(search_address(server)))
+        return StandInSearch(servicer, server, search_pb2_grpc.SearchStub(channels[-1]))
+
+    try:
+        yield start
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
 @pytest.mark.parametrize(
     ("code", "final", "expected", "calls"),
     [
@@ -285,18 +324,19 @@ async def test_query_views_are_asked_for_only_when_wanted_and_checked(
     try:
         await client.get_model(Deadline(5))
         servicer.views = [good, nameless]
-        assert client.views_identity == "stand-in-views-1"  # from GetModel
+        first = servicer.detectors
+        assert client.views_identity == first  # from GetModel
         embedded = await client.embed_query(b"q", Deadline(10), views=True)
         assert embedded.fingerprint == FINGERPRINT
-        assert embedded.query_views == "stand-in-views-1"
+        assert embedded.query_views == first
         assert [view.kind for view in embedded.embedding.views] == ["inset"]
         plain = await client.embed_query(b"q", Deadline(10), views=False)
         assert list(plain.embedding.views) == []
         assert plain.query_views == ""
         # A reply with views from other detectors (an Embedder replaced between calls).
-        servicer.detectors = "stand-in-views-2"
+        servicer.detectors = "stand-in-replaced"
         await client.embed_query(b"q", Deadline(10), views=True)
-        assert client.views_identity == "stand-in-views-2"
+        assert client.views_identity == "stand-in-replaced"
         assert servicer.asked_views == [True, False, True]
         # A view of another length than the model's: the Embedder does not fit (UNAVAILABLE).
         servicer.views = [embedder_pb2.View(kind="inset", vector=[1.0] * (DIMENSION + 1))]
@@ -308,49 +348,41 @@ async def test_query_views_are_asked_for_only_when_wanted_and_checked(
 
 @pytest.mark.slow
 async def test_an_embedder_failure_on_one_image_is_that_items_error(
-    milvus_lite_uri: str,
-    redis_url: str,
-    stand_in: tuple[StandInEmbedder, str],
-    search_service_factory: SearchServiceFactory,
+    stand_in_search: StartStandInSearch,
 ) -> None:
-    servicer, address = stand_in
-    server = await search_service_factory(
-        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=address
-    )
-    async with grpc.aio.insecure_channel(search_address(server)) as channel:
-        stub = search_pb2_grpc.SearchStub(channel)
-        servicer.code = grpc.StatusCode.INTERNAL  # fails calls holding POISON only
-        unique = uuid.uuid4().hex.encode()
-        items = [
-            search_pb2.Item(id="good-1", image=b"one" + unique),
-            search_pb2.Item(id="bad", image=POISON),
-            search_pb2.Item(id="good-2", image=b"two" + unique),
-            search_pb2.Item(id="bad-again", image=POISON),  # the same bytes: the same error
-        ]
-        reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
-        codes = [result.code for result in reply.results]
-        internal = grpc.StatusCode.INTERNAL.value[0]
-        assert codes == [0, internal, 0, internal]
-        assert "items[1].image" in reply.results[1].message
-        assert "items[3].image" in reply.results[3].message
-        assert reply.inserted == 2
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Search(search_pb2.SearchRequest(image=POISON), timeout=30)
-        assert info.value.code() == grpc.StatusCode.INTERNAL  # not UNAVAILABLE: no retry helps
+    servicer, _, stub = await stand_in_search()
+    servicer.code = grpc.StatusCode.INTERNAL  # fails calls holding POISON only
+    unique = uuid.uuid4().hex.encode()
+    items = [
+        search_pb2.Item(id="good-1", image=b"one" + unique),
+        search_pb2.Item(id="bad", image=POISON),
+        search_pb2.Item(id="good-2", image=b"two" + unique),
+        search_pb2.Item(id="bad-again", image=POISON),  # the same bytes: the same error
+    ]
+    reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
+    codes = [result.code for result in reply.results]
+    internal = grpc.StatusCode.INTERNAL.value[0]
+    assert codes == [0, internal, 0, internal]
+    assert "items[1].image" in reply.results[1].message
+    assert "items[3].image" in reply.results[3].message
+    assert reply.inserted == 2
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Search(search_pb2.SearchRequest(image=POISON), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INTERNAL  # not UNAVAILABLE: no retry helps
 
-        # The same image under several ids is embedded once.
-        servicer.code, before = None, servicer.images
-        same = b"same" + unique
-        copies = [search_pb2.Item(id=f"copy-{index}", image=same) for index in range(3)]
-        reply = await stub.Insert(search_pb2.InsertRequest(items=copies), timeout=30)
-        assert reply.inserted == 3
-        assert servicer.images - before == 1
+    # The same image under several ids is embedded once.
+    servicer.code, before = None, servicer.images
+    same = b"same" + unique
+    copies = [search_pb2.Item(id=f"copy-{index}", image=same) for index in range(3)]
+    reply = await stub.Insert(search_pb2.InsertRequest(items=copies), timeout=30)
+    assert reply.inserted == 3
+    assert servicer.images - before == 1
 
-        servicer.code = grpc.StatusCode.UNIMPLEMENTED
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Search(search_pb2.SearchRequest(image=b"three" + unique), timeout=30)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "Embedder" in (info.value.details() or "")
+    servicer.code = grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Search(search_pb2.SearchRequest(image=b"three" + unique), timeout=30)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Embedder" in (info.value.details() or "")
 
 
 def _view(kind: str, values: list[float]) -> embedder_pb2.View:
@@ -411,131 +443,99 @@ def test_a_cached_query_embedding_is_checked_like_a_fresh_one() -> None:
 
 @pytest.mark.slow
 async def test_an_embedder_view_longer_than_unit_never_decides_the_ranking(
-    milvus_lite_uri: str,
-    redis_url: str,
-    stand_in: tuple[StandInEmbedder, str],
-    search_service_factory: SearchServiceFactory,
+    stand_in_search: StartStandInSearch,
 ) -> None:
     """With the IP metric a view vector of norm 1000 would score 1000 x its cosine: its
     nearest item would come first "found through the inset" whatever the whole image
     matched. NaN views would add NaN scores that break the order. Both are refused."""
-    servicer, address = stand_in
-    server = await search_service_factory(
-        milvus_uri=milvus_lite_uri,
-        redis_url=redis_url,
-        embedder_address=address,
-        metric_type="IP",
-        query_views=True,
-    )
-    async with grpc.aio.insecure_channel(search_address(server)) as channel:
-        stub = search_pb2_grpc.SearchStub(channel)
-        unique = uuid.uuid4().hex.encode()
-        items = [search_pb2.Item(id=f"item-{n}", image=unique * (n + 1)) for n in range(6)]
-        reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
-        assert reply.inserted == 6
-        servicer.views = [
-            _view("inset", [1000.0] + [0.0] * (DIMENSION - 1)),
-            _view("straightened", [float("nan")] * DIMENSION),
-        ]
-        query = search_pb2.SearchRequest(image=unique * 6, top_k=3)
-        response = await stub.Search(query, timeout=30)
-        assert len(response.hits) == 3, response
-        assert response.hits[0].matched_view == "", response
-        scores = [hit.score for hit in response.hits]
-        assert all(np.isfinite(scores))
-        assert scores == sorted(scores, reverse=True)
-        assert "straightened" not in {hit.matched_view for hit in response.hits}
+    servicer, server, stub = await stand_in_search(metric_type="IP", query_views=True)
+    unique = uuid.uuid4().hex.encode()
+    items = [search_pb2.Item(id=f"item-{n}", image=unique * (n + 1)) for n in range(6)]
+    reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
+    assert reply.inserted == 6
+    servicer.views = [
+        _view("inset", [1000.0] + [0.0] * (DIMENSION - 1)),
+        _view("straightened", [float("nan")] * DIMENSION),
+    ]
+    query = search_pb2.SearchRequest(image=unique * 6, top_k=3)
+    response = await stub.Search(query, timeout=30)
+    assert len(response.hits) == 3, response
+    assert response.hits[0].matched_view == "", response
+    scores = [hit.score for hit in response.hits]
+    assert all(np.isfinite(scores))
+    assert scores == sorted(scores, reverse=True)
+    assert "straightened" not in {hit.matched_view for hit in response.hits}
 
-        # A view of a kind this Search does not know can win; the metric names it "other".
-        stored = await stub.Get(search_pb2.GetRequest(ids=["item-2"], include_vectors=True))
-        servicer.views = [_view("<future kind>", list(stored.items[0].vector))]
-        response = await stub.Search(search_pb2.SearchRequest(image=b"q", top_k=3), timeout=30)
-        assert response.hits[0].id == "item-2", response
-        assert response.hits[0].matched_view == "<future kind>"
-        registry = server.registry
-        assert registry.get_sample_value("search_top_hit_views_total", {"view": "other"}) == 1
-        assert registry.get_sample_value("search_top_hit_views_total", {"view": "whole"}) == 1
-        # Views are an image query's only: id and vector queries never carry one.
-        by_id = await stub.Search(search_pb2.SearchRequest(id="item-2", top_k=3), timeout=30)
-        vector = search_pb2.Vector(values=list(stored.items[0].vector))
-        by_vector = await stub.Search(search_pb2.SearchRequest(vector=vector, top_k=3))
-        for other in (by_id, by_vector):
-            assert other.hits[0].id == "item-2"
-            assert [hit.matched_view for hit in other.hits] == ["", "", ""]
+    # A view of a kind this Search does not know can win; the metric names it "other".
+    stored = await stub.Get(search_pb2.GetRequest(ids=["item-2"], include_vectors=True))
+    servicer.views = [_view("<future kind>", list(stored.items[0].vector))]
+    response = await stub.Search(search_pb2.SearchRequest(image=b"q", top_k=3), timeout=30)
+    assert response.hits[0].id == "item-2", response
+    assert response.hits[0].matched_view == "<future kind>"
+    registry = server.registry
+    assert registry.get_sample_value("search_top_hit_views_total", {"view": "other"}) == 1
+    assert registry.get_sample_value("search_top_hit_views_total", {"view": "whole"}) == 1
+    # Views are an image query's only: id and vector queries never carry one.
+    by_id = await stub.Search(search_pb2.SearchRequest(id="item-2", top_k=3), timeout=30)
+    vector = search_pb2.Vector(values=list(stored.items[0].vector))
+    by_vector = await stub.Search(search_pb2.SearchRequest(vector=vector, top_k=3))
+    for other in (by_id, by_vector):
+        assert other.hits[0].id == "item-2"
+        assert [hit.matched_view for hit in other.hits] == ["", "", ""]
 
 
 @pytest.mark.slow
 async def test_an_embedder_nan_vector_is_that_items_error_and_never_stored(
-    milvus_lite_uri: str,
-    redis_url: str,
-    stand_in: tuple[StandInEmbedder, str],
-    search_service_factory: SearchServiceFactory,
+    stand_in_search: StartStandInSearch,
 ) -> None:
     """A NaN vector stored in Milvus would come back as NaN scores to every query near it."""
-    servicer, address = stand_in
-    server = await search_service_factory(
-        milvus_uri=milvus_lite_uri, redis_url=redis_url, embedder_address=address
-    )
-    async with grpc.aio.insecure_channel(search_address(server)) as channel:
-        stub = search_pb2_grpc.SearchStub(channel)
-        unique = uuid.uuid4().hex.encode()
-        servicer.nan_for = b"nan" + unique
-        items = [
-            search_pb2.Item(id="good", image=b"one" + unique),
-            search_pb2.Item(id="nan", image=b"nan" + unique),
-        ]
-        reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
-        assert [result.code for result in reply.results] == [0, grpc.StatusCode.INTERNAL.value[0]]
-        assert "NaN" in reply.results[1].message
-        assert reply.inserted == 1
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Search(search_pb2.SearchRequest(image=b"nan" + unique), timeout=30)
-        assert info.value.code() == grpc.StatusCode.INTERNAL
-        found = await stub.Get(search_pb2.GetRequest(ids=["good", "nan"]))
-        assert list(found.missing_ids) == ["nan"]
+    servicer, _, stub = await stand_in_search()
+    unique = uuid.uuid4().hex.encode()
+    servicer.nan_for = b"nan" + unique
+    items = [
+        search_pb2.Item(id="good", image=b"one" + unique),
+        search_pb2.Item(id="nan", image=b"nan" + unique),
+    ]
+    reply = await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)
+    assert [result.code for result in reply.results] == [0, grpc.StatusCode.INTERNAL.value[0]]
+    assert "NaN" in reply.results[1].message
+    assert reply.inserted == 1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Search(search_pb2.SearchRequest(image=b"nan" + unique), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    found = await stub.Get(search_pb2.GetRequest(ids=["good", "nan"]))
+    assert list(found.missing_ids) == ["nan"]
 
 
 @pytest.mark.slow
 async def test_views_of_replaced_detectors_are_never_served_from_the_cache(
-    milvus_lite_uri: str,
-    redis_url: str,
-    stand_in: tuple[StandInEmbedder, str],
-    search_service_factory: SearchServiceFactory,
+    stand_in_search: StartStandInSearch,
 ) -> None:
     """Cached views (and results of image queries) are keyed by the detectors' identity
     (GetModelResponse.query_views): once the Embedder's detectors change, an image
     queried before is looked at again, learnt from GetModel within one health interval."""
-    servicer, address = stand_in
-    servicer.detectors = f"stand-in-{uuid.uuid4().hex}"  # no other test's cached views apply
-    server = await search_service_factory(
-        milvus_uri=milvus_lite_uri,
-        redis_url=redis_url,
-        embedder_address=address,
-        query_views=True,
-    )  # health probes every 0.5 s (the factory's)
-    async with grpc.aio.insecure_channel(search_address(server)) as channel:
-        stub = search_pb2_grpc.SearchStub(channel)
-        unique = uuid.uuid4().hex.encode()
-        items = [search_pb2.Item(id=f"item-{n}", image=unique * (n + 1)) for n in range(4)]
-        assert (await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)).inserted == 4
-        stored = await stub.Get(search_pb2.GetRequest(ids=["item-2"], include_vectors=True))
-        servicer.views = [_view("inset", list(stored.items[0].vector))]
-        # One byte: a whole-image vector far from the items' (the stand-in's vectors follow
-        # the image's length).
-        query = search_pb2.SearchRequest(image=b"s", top_k=2)
-        first = await stub.Search(query, timeout=30)
-        assert (first.hits[0].id, first.hits[0].matched_view) == ("item-2", "inset")
-        calls = servicer.calls
-        assert (await stub.Search(query, timeout=30)).cached
-        assert servicer.calls == calls  # served from the cache
+    servicer, server, stub = await stand_in_search(query_views=True)  # health probes: 0.5 s
+    unique = uuid.uuid4().hex.encode()
+    items = [search_pb2.Item(id=f"item-{n}", image=unique * (n + 1)) for n in range(4)]
+    assert (await stub.Insert(search_pb2.InsertRequest(items=items), timeout=30)).inserted == 4
+    stored = await stub.Get(search_pb2.GetRequest(ids=["item-2"], include_vectors=True))
+    servicer.views = [_view("inset", list(stored.items[0].vector))]
+    # One byte: a whole-image vector far from the items' (the stand-in's vectors follow
+    # the image's length).
+    query = search_pb2.SearchRequest(image=b"s", top_k=2)
+    first = await stub.Search(query, timeout=30)
+    assert (first.hits[0].id, first.hits[0].matched_view) == ("item-2", "inset")
+    calls = servicer.calls
+    assert (await stub.Search(query, timeout=30)).cached
+    assert servicer.calls == calls  # served from the cache
 
-        # The Embedder's detectors change: they now find nothing in that image.
-        servicer.detectors, servicer.views = f"stand-in-{uuid.uuid4().hex}", []
+    # The Embedder's detectors change: they now find nothing in that image.
+    servicer.detectors, servicer.views = f"stand-in-{uuid.uuid4().hex}", []
 
-        async def looked_again() -> bool:
-            reply = await stub.Search(query, timeout=30)
-            return not reply.cached and reply.hits[0].matched_view == ""
+    async def looked_again() -> bool:
+        reply = await stub.Search(query, timeout=30)
+        return not reply.cached and reply.hits[0].matched_view == ""
 
-        assert await eventually(looked_again)
-        assert servicer.calls > calls
-        assert server.embedder.views_identity == servicer.detectors
+    assert await eventually(looked_again)
+    assert servicer.calls > calls
+    assert server.embedder.views_identity == servicer.detectors
