@@ -214,18 +214,12 @@ def resumable(
 
 
 def training_images(data_dir: Path, seed: int, edits: int) -> tuple[list[bytes], np.ndarray, int]:
-    """The whitening's training photos and their edited copies (as `make whitening`)."""
-    from imgsearch.evaluation import augment, datasets
+    """The whitening's training photos and their edited copies (as `make whitening`):
+    (originals then copies, each copy's original, number of originals)."""
+    from imgsearch.evaluation.whitening import training_set
 
-    pictures = [p for p in datasets.cached_pictures(data_dir) if p.split == "train"]
-    images = [p.image() for p in pictures]
-    rng = np.random.default_rng(seed)
-    edited, owners = [], []
-    for index, image in enumerate(images):
-        for _ in range(edits):
-            edited.append(augment.random_edit(image, rng, images))
-            owners.append(index)
-    return [p.jpeg for p in pictures] + edited, np.array(owners), len(pictures)
+    training = training_set(data_dir, seed, edits)
+    return training.originals + training.edited, training.owners, len(training.originals)
 
 
 def signed_sqrt_l2(x: np.ndarray, power: float = 0.5) -> np.ndarray:

@@ -55,7 +55,9 @@ def eval_command(
     embedder_threads: Annotated[
         int,
         typer.Option(
-            "--embedder-threads", min=0, help="Torch threads per Embedder it starts (0: all cores)."
+            "--embedder-threads",
+            min=0,
+            help="Torch threads per Embedder it starts (0: the cores shared among them).",
         ),
     ] = 0,
     small: Annotated[

@@ -46,8 +46,8 @@ class EvalConfig:
     small: bool = False
     batch_size: int = 16
     concurrency: int = 2
-    # Torch threads of every Embedder the evaluation starts (0: all cores). On a
-    # shared, loaded machine one thread each wastes less time spinning.
+    # Torch threads of every Embedder the evaluation starts (0: the usable cores shared
+    # among them, `stack_control.embedder_threads`).
     embedder_threads: int = 0
 
 

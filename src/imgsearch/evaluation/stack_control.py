@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from imgsearch.common.resources import usable_cpu_count
 from imgsearch.evaluation.config import BASELINE_ENV, RAW_ENV, EvalConfig, Say, Services
 from imgsearch.evaluation.records import Report
 from imgsearch.evaluation.runner import evaluate
@@ -65,11 +67,29 @@ def start_embedder(name: str, env: dict[str, str], log_dir: Path, timeout_s: flo
         raise
 
 
+def embedder_threads(config: EvalConfig) -> int:
+    """Torch threads of each Embedder the evaluation starts: `config.embedder_threads`,
+    or (0) the usable cores shared among them, at least 1 each.
+
+    The Embedders run at once (the default's exact pass and Search's calls, the previous
+    default's, and the unprojected one's with `dimension_curve`); each with every core
+    oversubscribes the machine, and torch's threads then spend their time spinning
+    (measured on 2 cores, two Embedders of 2 threads each: 0.36 s of forward pass per
+    image of the default descriptor, about ten times its cost alone).
+    """
+    if config.embedder_threads:
+        return config.embedder_threads
+    embedders = 1 + int(config.baseline) + int(config.dimension_curve)
+    return max(1, usable_cpu_count() // embedders)
+
+
 def run_evaluation(config: EvalConfig, say: Say = print) -> Report:
     """Start the local stack and the comparison Embedders, measure, stop them all."""
     from imgsearch.stack import LocalStack, StackConfig
 
     data = build_data(config, say)
+    config = dataclasses.replace(config, embedder_threads=embedder_threads(config))  # as reported
+    threads = {"EMBEDDER_TORCH_THREADS": str(config.embedder_threads)}
     stack_dir = config.data_dir / "stack"
     shutil.rmtree(stack_dir, ignore_errors=True)
     stack = LocalStack(
@@ -78,7 +98,7 @@ def run_evaluation(config: EvalConfig, say: Say = print) -> Report:
             milvus=config.milvus,  # type: ignore[arg-type]
             startup_timeout_s=600,
             extra_env={
-                "EMBEDDER_TORCH_THREADS": str(config.embedder_threads),
+                **threads,
                 "SEARCH_CACHE_ENABLED": "false",
                 "SEARCH_COLLECTION": "evaluation",
                 "SEARCH_LOG_LEVEL": "WARNING",
@@ -92,7 +112,6 @@ def run_evaluation(config: EvalConfig, say: Say = print) -> Report:
     addresses = stack.start()
     try:
         services = Services(search=addresses.search, embedder=addresses.embedder)
-        threads = {"EMBEDDER_TORCH_THREADS": str(config.embedder_threads)}
         if config.dimension_curve:
             env = {**RAW_ENV, **threads}
             extra.append(start_embedder("embedder-raw", env, addresses.log_dir, 600))

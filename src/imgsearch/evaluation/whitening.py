@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,35 @@ def fit_pca_whitening(
     return mean.astype(np.float32), (vectors[:, order] * scale).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """The whitening's training photos (the 'train' split, `datasets.split_of`, disjoint
+    from the evaluation's sources) and random edited copies of them (`augment`)."""
+
+    originals: list[bytes]  # each training picture, as encoded in the set
+    edited: list[bytes]  # `edits_per_picture` edited copies of each picture, in order
+    owners: np.ndarray  # (len(edited),) int: index into `originals` of each copy
+    sources: int  # packages the pictures come from
+
+
+def training_set(data_dir: Path, seed: int, edits_per_picture: int) -> TrainingSet:
+    """The training pictures and their edited copies, deterministically from `seed`."""
+    pictures = [p for p in datasets.cached_pictures(data_dir) if p.split == "train"]
+    images = [p.image() for p in pictures]
+    rng = np.random.default_rng(seed)
+    edited, owners = [], []
+    for index, image in enumerate(images):
+        for _ in range(edits_per_picture):
+            edited.append(augment.random_edit(image, rng, images))
+            owners.append(index)
+    return TrainingSet(
+        originals=[p.jpeg for p in pictures],
+        edited=edited,
+        owners=np.array(owners, dtype=np.int64),
+        sources=len({p.source for p in pictures}),
+    )
+
+
 def _embed(model: object, preprocessor: object, images: Sequence[bytes]) -> np.ndarray:
     pool = ThreadPoolExecutor(2)
     out = []
@@ -88,14 +118,7 @@ def fit(
     settings = EmbedderSettings(
         projection="none", dimension=None, thumbnail_side=0, torch_threads=threads
     )
-    pictures = [p for p in datasets.cached_pictures(data_dir) if p.split == "train"]
-    images = [p.image() for p in pictures]
-    rng = np.random.default_rng(seed)
-    edited, owners = [], []
-    for index, image in enumerate(images):
-        for _ in range(edits_per_picture):
-            edited.append(augment.random_edit(image, rng, images))
-            owners.append(index)
+    training = training_set(data_dir, seed, edits_per_picture)
     configure_pillow(settings.max_image_pixels)
     model = EmbeddingModel(settings)
     preprocessor = Preprocessor(
@@ -105,17 +128,17 @@ def fit(
         crop=settings.crop,
         trim_borders=settings.trim_borders,
     )
-    originals = _embed(model, preprocessor, [p.jpeg for p in pictures])
-    copies = _embed(model, preprocessor, edited)
+    originals = _embed(model, preprocessor, training.originals)
+    copies = _embed(model, preprocessor, training.edited)
     everything = np.concatenate([originals, copies])
-    mean, matrix = fit_learned_whitening(everything, originals[np.array(owners)], copies, dim, reg)
+    mean, matrix = fit_learned_whitening(everything, originals[training.owners], copies, dim, reg)
     meta = {
         "method": "lw",
         "default_dimension": default_dimension,
         "fitted_for": fitted_for(settings, model.spec),
         "training": {
-            "pictures": len(pictures),
-            "sources": len({p.source for p in pictures}),
+            "pictures": len(training.originals),
+            "sources": training.sources,
             "edits_per_picture": edits_per_picture,
             "seed": seed,
             "reg": reg,
@@ -127,8 +150,9 @@ def fit(
     }
     save_projection(out, mean, matrix, meta)
     print(
-        f"fitted {matrix.shape[0]}x{matrix.shape[1]} learned whitening on {len(pictures)} pictures"
-        f" and {len(edited)} edited copies in {time.perf_counter() - started:.0f} s: wrote {out}"
+        f"fitted {matrix.shape[0]}x{matrix.shape[1]} learned whitening on"
+        f" {len(training.originals)} pictures and {len(training.edited)} edited copies in"
+        f" {time.perf_counter() - started:.0f} s: wrote {out}"
     )
 
 
