@@ -400,3 +400,60 @@ async def test_admission_and_the_memory_bound_count_the_views_model_inputs(
     extra = with_views.memory_bound_above_base() - without.memory_bound_above_base()
     input_bytes = with_views.input_size**2 * 3
     assert extra == with_views.max_images_per_request * views.MAX_VIEWS_PER_IMAGE * input_bytes
+
+
+async def test_the_whole_image_is_embedded_while_its_views_are_looked_for(
+    channel, embedder_server: EmbedderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detectors' time overlaps the whole image's forward pass: the whole image is
+    queued for the model before the (here slowed, so the order is certain) detectors
+    finish, and its vector is the one a plain Embed gives."""
+    import time
+
+    from imgsearch_embedder import preprocess
+
+    batcher = embedder_server.servicer._ready().batcher
+    submitted: list[tuple[float, int]] = []
+    submit = batcher.submit
+
+    async def spy(images, deadline):
+        submitted.append((time.monotonic(), len(images)))
+        return await submit(images, deadline)
+
+    finished: list[float] = []
+    real_find_views = views.find_views
+
+    def slow_find_views(image: Image.Image) -> list[views.View]:
+        time.sleep(0.3)  # detectors slower than a forward pass, as on a loaded CPU
+        found = real_find_views(image)
+        finished.append(time.monotonic())
+        return found
+
+    monkeypatch.setattr(batcher, "submit", spy)
+    monkeypatch.setattr(preprocess, "find_views", slow_find_views)
+    stub = embedder_pb2_grpc.EmbedderStub(channel)
+    turned = encode(load_photo("coffee").rotate(30, Image.Resampling.BICUBIC, expand=True), "PNG")
+    reply = await stub.Embed(embedder_pb2.EmbedRequest(images=[turned], query_views=True))
+    assert [view.kind for view in reply.embeddings[0].views] == ["straightened"]
+    assert [count for _, count in submitted] == [1, 1]  # the whole image, then its view
+    assert submitted[0][0] < finished[0] <= submitted[1][0]
+    plain = await stub.Embed(embedder_pb2.EmbedRequest(images=[turned]))
+    assert np.allclose(
+        list(reply.embeddings[0].vector), list(plain.embeddings[0].vector), atol=1e-5
+    )
+
+
+async def test_a_bad_image_among_view_queries_fails_the_call_and_leaves_no_work_behind(
+    channel, embedder_server: EmbedderServer
+) -> None:
+    stub = embedder_pb2_grpc.EmbedderStub(channel)
+    good = encode(load_photo("coffee"), "PNG")
+    for bad in (b"not an image", good[: len(good) // 3], b""):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Embed(embedder_pb2.EmbedRequest(images=[good, bad, good], query_views=True))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "images[1]" in (info.value.details() or "")
+    reply = await stub.Embed(embedder_pb2.EmbedRequest(images=[good], query_views=True))
+    assert len(reply.embeddings) == 1
+    admission = embedder_server.servicer._ready().admission
+    assert (admission.in_flight, admission.pending_bytes) == (0, 0)

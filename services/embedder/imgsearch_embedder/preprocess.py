@@ -21,7 +21,9 @@ picture is seen as the picture itself.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -99,10 +101,23 @@ class Preprocessor:
         return decode_then(data, f"images[{index}]", self._limits(), self.geometry)
 
     def with_views(
-        self, data: bytes, index: int
+        self,
+        data: bytes,
+        index: int,
+        whole_ready: Callable[[np.ndarray], None] | None = None,
     ) -> tuple[np.ndarray, list[tuple[View, np.ndarray]]]:
-        """The model input of an image, and that of each of its query views (views.py)."""
-        return decode_then(data, f"images[{index}]", self._limits(), self._geometry_and_views)
+        """The model input of an image, and that of each of its query views (views.py).
+
+        `whole_ready(input)` is called with the whole image's input as soon as it is
+        made, before the views are looked for, so the caller can start its forward pass
+        meanwhile.
+        """
+        return decode_then(
+            data,
+            f"images[{index}]",
+            self._limits(),
+            functools.partial(self._geometry_and_views, whole_ready=whole_ready),
+        )
 
     def _limits(self) -> DecodeLimits:
         return DecodeLimits(
@@ -113,11 +128,13 @@ class Preprocessor:
         )
 
     def _geometry_and_views(
-        self, image: Image.Image
+        self, image: Image.Image, whole_ready: Callable[[np.ndarray], None] | None = None
     ) -> tuple[np.ndarray, list[tuple[View, np.ndarray]]]:
         """The whole image's model input and its views'; a view whose input cannot be made,
         or is not of the whole image's shape (it would fail the batch), is skipped."""
         whole = self.geometry(image)
+        if whole_ready is not None:
+            whole_ready(whole)
         inputs = []
         for view in find_views(image):
             try:

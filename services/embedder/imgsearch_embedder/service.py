@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ from imgsearch_embedder.batcher import DynamicBatcher
 from imgsearch_embedder.model import EmbeddingModel
 from imgsearch_embedder.preprocess import Preprocessor
 from imgsearch_embedder.settings import EmbedderSettings
-from imgsearch_embedder.views import MAX_VIEWS_PER_IMAGE, View, detectors_identity
+from imgsearch_embedder.views import MAX_VIEWS_PER_IMAGE, detectors_identity
 
 
 @dataclass(frozen=True)
@@ -94,19 +96,18 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
         deadline = None if remaining is None else loop.time() + remaining
         # Decode only once the model is about to need the images (see admission.py).
         with_views = request.query_views and self._settings.query_views
-        prepare = self._preprocessor.with_views if with_views else self._preprocessor
         # Admission counts model inputs: with views, up to 1 + MAX_VIEWS_PER_IMAGE an image.
         inputs = len(request.images) * (1 + MAX_VIEWS_PER_IMAGE if with_views else 1)
         async with runtime.admission.admit(inputs, deadline, nbytes):
-            decoded = await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._decode_executor, prepare, image, index)
-                    for index, image in enumerate(request.images)
-                )
-            )
             if with_views:
-                embeddings = await self._embed_with_views(runtime, decoded, deadline)
+                embeddings = await self._embed_with_views(runtime, request.images, deadline)
             else:
+                decoded = await asyncio.gather(
+                    *(
+                        loop.run_in_executor(self._decode_executor, self._preprocessor, image, i)
+                        for i, image in enumerate(request.images)
+                    )
+                )
                 vectors = await runtime.batcher.submit(decoded, deadline)
                 embeddings = [embedder_pb2.Embedding(vector=row.tolist()) for row in vectors]
         return embedder_pb2.EmbedResponse(
@@ -116,28 +117,64 @@ class EmbedderService(embedder_pb2_grpc.EmbedderServicer):
             query_views=self._views_identity if with_views else "",
         )
 
-    @staticmethod
     async def _embed_with_views(
-        runtime: ModelRuntime,
-        decoded: list[tuple[np.ndarray, list[tuple[View, np.ndarray]]]],
-        deadline: float | None,
+        self, runtime: ModelRuntime, images: Sequence[bytes], deadline: float | None
     ) -> list[embedder_pb2.Embedding]:
-        """Each image's embedding with its views', all through one batcher submission."""
-        inputs = [array for image, views in decoded for array in (image, *(v[1] for v in views))]
-        rows = iter(await runtime.batcher.submit(inputs, deadline))
-        embeddings = []
-        for _, views in decoded:
-            embedding = embedder_pb2.Embedding(vector=next(rows).tolist())
-            for view, _array in views:
-                embedding.views.add(
-                    kind=view.kind,
-                    vector=next(rows).tolist(),
-                    box=view.box,
-                    angle_degrees=view.angle_degrees,
-                    score=view.score,
+        """Each image's embedding with its views'.
+
+        Each whole image is queued for the model as soon as its input is made, while its
+        decode thread goes on looking for views (`Preprocessor.with_views`), so the
+        detectors' work overlaps the whole image's forward pass; the views found then go
+        through the batcher together.
+        """
+        loop = asyncio.get_running_loop()
+        wholes: dict[int, asyncio.Task[np.ndarray]] = {}
+        open_ = True
+
+        def start(index: int, array: np.ndarray) -> None:  # on the event loop
+            if open_:  # not once the call has failed or ended
+                wholes[index] = loop.create_task(runtime.batcher.submit([array], deadline))
+
+        def ready(index: int, array: np.ndarray) -> None:  # on a decode thread
+            loop.call_soon_threadsafe(start, index, array)
+
+        try:
+            decoded = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self._decode_executor,
+                        self._preprocessor.with_views,
+                        image,
+                        index,
+                        functools.partial(ready, index),
+                    )
+                    for index, image in enumerate(images)
                 )
-            embeddings.append(embedding)
-        return embeddings
+            )
+            # Each `start` was scheduled before its decode job returned: all have run.
+            found = [views for _, views in decoded]
+            inputs = [array for views in found for _, array in views]
+            rows = iter(await runtime.batcher.submit(inputs, deadline) if inputs else ())
+            embeddings = []
+            for index, views in enumerate(found):
+                whole = await wholes[index]
+                embedding = embedder_pb2.Embedding(vector=whole[0].tolist())
+                for view, _array in views:
+                    embedding.views.add(
+                        kind=view.kind,
+                        vector=next(rows).tolist(),
+                        box=view.box,
+                        angle_degrees=view.angle_degrees,
+                        score=view.score,
+                    )
+                embeddings.append(embedding)
+            return embeddings
+        finally:
+            open_ = False
+            for task in wholes.values():
+                task.cancel()
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: the call's own error was raised instead
 
     async def GetModel(
         self, request: embedder_pb2.GetModelRequest, context: grpc.aio.ServicerContext
