@@ -643,7 +643,8 @@ class Client:
         progress: Callable[[int, int], None] | None = None,
         timeout: float | None = None,
     ) -> Duplicates:
-        """Groups of near-duplicate items (cosine similarity >= threshold; 0 means 0.95).
+        """Groups of near-duplicate items (cosine similarity >= threshold; 0: the server's default,
+        `imgsearch.common.duplicates.DEFAULT_DUPLICATE_THRESHOLD`).
 
         `progress(items_done, items_total)` is called as the scan advances.
         `timeout` bounds the whole scan (default `duplicates_timeout`).

@@ -55,14 +55,22 @@ def captioned(name: str, lines: int = 2, light: str = "white", dark: str = "blac
     return image
 
 
+def test_a_faint_inset_is_below_the_threshold() -> None:
+    """The price of MIN_INSET_SCORE 0.78 (false insets in 4-11% of photos, not 15-32%):
+    coffee's pale cup rim pasted on astronaut's white suit has only 71% of its weakest
+    side as edge, so that screenshot is searched as a whole image only."""
+    image, _ = screenshot("coffee", "astronaut", 0.3, (0.5, 0.5))
+    assert views.find_inset(image) is None
+
+
 @pytest.mark.parametrize(
     ("name", "backdrop", "share", "at"),
     [
         ("astronaut", "coffee", 0.4, (0.1, 0.8)),
         ("chelsea", "rocket", 0.4, (0.9, 0.2)),
-        ("coffee", "astronaut", 0.3, (0.5, 0.5)),
         ("rocket", "chelsea", 0.6, (0.05, 0.95)),
         ("horse", "gravel", 0.35, (0.7, 0.4)),
+        ("coffee", "rocket", 0.3, (0.5, 0.5)),
     ],
 )
 def test_a_pasted_picture_is_found_where_it_was_pasted(

@@ -171,3 +171,17 @@ async def test_a_duplicate_scan_beyond_searchs_limit_is_429_naming_the_limit() -
             }
             servicer.release.set()
             held.cancel()
+
+
+def test_the_page_offers_the_servers_default_duplicate_threshold() -> None:
+    """The page's threshold field starts at the value Search uses for 0 (one constant)."""
+    import re
+    from importlib import resources
+
+    from imgsearch.common.duplicates import DEFAULT_DUPLICATE_THRESHOLD
+    from imgsearch_search.duplicates import DEFAULT_THRESHOLD
+
+    page = (resources.files("imgsearch_web") / "static" / "index.html").read_text()
+    field = re.search(r'<input id="dup-threshold"[^>]*value="([0-9.]+)"', page)
+    assert field is not None
+    assert float(field.group(1)) == DEFAULT_DUPLICATE_THRESHOLD == DEFAULT_THRESHOLD

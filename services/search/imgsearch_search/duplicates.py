@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from imgsearch.common.duplicates import DEFAULT_DUPLICATE_THRESHOLD
 from imgsearch.common.errors import InvalidArgumentError
 from imgsearch.v1 import search_pb2
 from imgsearch_search.browse import MAX_PAGE_SIZE
@@ -49,7 +50,7 @@ from imgsearch_search.store import MilvusStore, StoredRow
 from imgsearch_search.validation import MAX_IDS_PER_REQUEST, parse_filter
 
 _EXACT_BLOCK = 512  # rows of one block of similarities (512 x n float32)
-DEFAULT_THRESHOLD = 0.95
+DEFAULT_THRESHOLD = DEFAULT_DUPLICATE_THRESHOLD
 # The inner product of two equal unit float32 vectors can come out a few 1e-8 under 1.0:
 # a threshold is met within this much, so threshold 1 still finds identical embeddings.
 ROUNDING = 1e-6

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field, model_validator
 
+from imgsearch.common.duplicates import DEFAULT_DUPLICATE_THRESHOLD
 from imgsearch.v1 import search_pb2
 
 MAX_FILTER_CHARS = 4096
@@ -175,7 +176,7 @@ class DuplicatesQuery(BaseModel):
         ge=0.0,
         le=1.0,
         strict=True,
-        description="Cosine similarity of duplicates; 0 means 0.95.",
+        description=f"Cosine similarity of duplicates; 0 means {DEFAULT_DUPLICATE_THRESHOLD}.",
     )
     filter: str = Field("", max_length=MAX_FILTER_CHARS, description="Only items matching this.")
     max_neighbors: int = Field(

@@ -25,6 +25,7 @@ from imgsearch.cli.main import (
 from imgsearch.cli.tables import compact_table, item_cell
 from imgsearch.client import Client, Duplicates
 from imgsearch.common import errors
+from imgsearch.common.duplicates import DEFAULT_DUPLICATE_THRESHOLD
 
 _THUMBNAIL_BATCH = 1000  # ids per Get
 
@@ -110,7 +111,7 @@ def duplicates_command(
             max=1.0,
             help="Cosine similarity at or above which items match.",
         ),
-    ] = 0.95,
+    ] = DEFAULT_DUPLICATE_THRESHOLD,
     filter_expr: Annotated[
         str, typer.Option("--filter", help="Only compare items whose labels match this.")
     ] = "",
