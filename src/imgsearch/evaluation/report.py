@@ -359,8 +359,9 @@ def _duplicates_section(report: Report) -> list[str]:
         "FindDuplicates links two items whose cosine is at least its threshold. For each"
         " threshold: the share of each edit kind's copies whose whole-image vector reaches it"
         " against its original (a copy that would be grouped with it), and the pairs of"
-        f" distinct indexed pictures that reach it (false links, of {pairs} pairs of"
-        f" {pictures} pictures; the sets hold no copies). Exact cosines of the default"
+        f" indexed pictures from different source pictures that reach it (false links; the"
+        f" sets hold no copies across sources; {pictures} pictures, {pairs} pairs, tiles of"
+        " one wallpaper not counted against each other). Exact cosines of the default"
         " descriptor.",
         "",
         head,

@@ -296,9 +296,11 @@ def duplicate_thresholds(
 
     For each threshold t: the share of each edit kind's copies whose whole-image
     cosine to its original is >= t (a copy FindDuplicates would group with its
-    original), and the number of pairs of *distinct* indexed pictures (gallery and
-    distractors, every pair once; the sets hold no copies, see `near_duplicates`)
-    at >= t: links that would be false. Rows: {"threshold", "<kind>" for each
+    original), and the number of pairs of indexed pictures cut from *different*
+    source pictures (gallery and distractors, every pair once; the sets hold no
+    copies across sources, see `near_duplicates`) at >= t: links that would be
+    false. Tiles of one wallpaper are not counted against each other (two tiles of
+    one sky can be copies in all but name). Rows: {"threshold", "<kind>" for each
     kind, "easy"/"hard" (mean over the group's kinds), "false_pairs",
     "pictures_in_false_pairs"} (shares in [0, 1], counts as floats).
     """
@@ -306,7 +308,9 @@ def duplicate_thresholds(
     answers = np.array([q.answer for q in data.queries], dtype=np.int64)
     copy_scores = np.einsum("ij,ij->i", vectors.queries, indexed[answers])
     kinds = np.array([q.kind for q in data.queries])
-    similarity = indexed @ indexed.T
+    _, source = np.unique([p.source for p in data.indexed], return_inverse=True)
+    # Pairs within one source (and each picture with itself) never link.
+    similarity = np.where(source[:, None] == source[None, :], -2.0, indexed @ indexed.T)
     upper = similarity[np.triu_indices(len(indexed), k=1)]
     rows = []
     for threshold in thresholds:
@@ -318,7 +322,6 @@ def duplicate_thresholds(
             if names:
                 row[group] = float(np.mean([row[name] for name in names]))
         linked = similarity >= threshold
-        np.fill_diagonal(linked, False)
         row["false_pairs"] = float(np.count_nonzero(upper >= threshold))
         row["pictures_in_false_pairs"] = float(np.count_nonzero(linked.any(axis=1)))
         rows.append(row)
