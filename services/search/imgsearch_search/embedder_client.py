@@ -123,8 +123,6 @@ class ModelInfo:
     dimension: int
     max_images_per_request: int
     max_request_bytes: int
-    # Identity of the Embedder's query-view detectors ("" when it does not look for views).
-    query_views: str = ""
 
 
 @dataclass(frozen=True)
@@ -362,7 +360,6 @@ class EmbedderClient:
             dimension=reply.dimension,
             max_images_per_request=max(1, reply.max_images_per_request),
             max_request_bytes=max(1, reply.max_request_bytes),
-            query_views=reply.query_views,
         )
         self.views_identity = reply.query_views
         return self.info
