@@ -47,6 +47,7 @@ def test_copies_linked_and_false_pairs_counted_per_threshold() -> None:
     assert [by[t]["false_pairs"] for t in (0.8, 0.85, 0.9, 0.95)] == [1.0, 1.0, 1.0, 0.0]
     assert by[0.9]["pictures_in_false_pairs"] == 2.0
     assert by[0.95]["pictures_in_false_pairs"] == 0.0
+    assert {r["pairs_compared"] for r in rows} == {3.0}  # (0, 1), (0, 2), (1, 2)
 
 
 def test_tiles_of_one_source_picture_are_not_false_links() -> None:
@@ -57,3 +58,4 @@ def test_tiles_of_one_source_picture_are_not_false_links() -> None:
     rows = duplicate_thresholds(Vectors(indexed, indexed[:1]), data, thresholds=(0.9, 0.95))
     assert [r["false_pairs"] for r in rows] == [2.0, 0.0]
     assert [r["pictures_in_false_pairs"] for r in rows] == [3.0, 0.0]
+    assert [r["pairs_compared"] for r in rows] == [2.0, 2.0]  # (photo, wall) twice, not (wall, wall)

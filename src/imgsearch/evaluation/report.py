@@ -344,7 +344,7 @@ def _duplicates_section(report: Report) -> list[str]:
     kinds = [k["name"] for k in report.kinds if k["name"] in rows[0]]
     groups = [g for g in ("easy", "hard") if g in rows[0]]
     pictures = report.sets["gallery"] + report.sets["distractors"]
-    pairs = pictures * (pictures - 1) // 2
+    pairs = int(rows[0].get("pairs_compared", pictures * (pictures - 1) // 2))
     head = "| threshold | " + " | ".join([*kinds, *groups]) + " | false pairs | pictures in them |"
     sep = "|---:|" + "---:|" * (len(kinds) + len(groups) + 2)
     body = [
@@ -360,9 +360,9 @@ def _duplicates_section(report: Report) -> list[str]:
         " threshold: the share of each edit kind's copies whose whole-image vector reaches it"
         " against its original (a copy that would be grouped with it), and the pairs of"
         f" indexed pictures from different source pictures that reach it (false links; the"
-        f" sets hold no copies across sources; {pictures} pictures, {pairs} pairs, tiles of"
-        " one wallpaper not counted against each other). Exact cosines of the default"
-        " descriptor.",
+        f" sets hold no copies across sources; {pictures} pictures, {pairs:,} pairs of"
+        " different sources compared, tiles of one wallpaper not counted against each"
+        " other). Exact cosines of the default descriptor.",
         "",
         head,
         sep,

@@ -302,7 +302,9 @@ def duplicate_thresholds(
     false. Tiles of one wallpaper are not counted against each other (two tiles of
     one sky can be copies in all but name). Rows: {"threshold", "<kind>" for each
     kind, "easy"/"hard" (mean over the group's kinds), "false_pairs",
-    "pictures_in_false_pairs"} (shares in [0, 1], counts as floats).
+    "pictures_in_false_pairs", "pairs_compared" (the pairs of different sources: the
+    false pairs' denominator, the same in every row)} (shares in [0, 1], counts as
+    floats).
     """
     indexed = vectors.indexed.astype(np.float32)
     answers = np.array([q.answer for q in data.queries], dtype=np.int64)
@@ -312,6 +314,8 @@ def duplicate_thresholds(
     # Pairs within one source (and each picture with itself) never link.
     similarity = np.where(source[:, None] == source[None, :], -2.0, indexed @ indexed.T)
     upper = similarity[np.triu_indices(len(indexed), k=1)]
+    different = source[:, None] != source[None, :]
+    pairs_compared = float(np.count_nonzero(different[np.triu_indices(len(indexed), k=1)]))
     rows = []
     for threshold in thresholds:
         row: dict[str, float] = {"threshold": float(threshold)}
@@ -324,5 +328,6 @@ def duplicate_thresholds(
         linked = similarity >= threshold
         row["false_pairs"] = float(np.count_nonzero(upper >= threshold))
         row["pictures_in_false_pairs"] = float(np.count_nonzero(linked.any(axis=1)))
+        row["pairs_compared"] = pairs_compared
         rows.append(row)
     return rows
