@@ -58,4 +58,5 @@ def test_tiles_of_one_source_picture_are_not_false_links() -> None:
     rows = duplicate_thresholds(Vectors(indexed, indexed[:1]), data, thresholds=(0.9, 0.95))
     assert [r["false_pairs"] for r in rows] == [2.0, 0.0]
     assert [r["pictures_in_false_pairs"] for r in rows] == [3.0, 0.0]
-    assert [r["pairs_compared"] for r in rows] == [2.0, 2.0]  # (photo, wall) twice, not (wall, wall)
+    # (photo, wall) twice, not (wall, wall)
+    assert [r["pairs_compared"] for r in rows] == [2.0, 2.0]
