@@ -122,7 +122,8 @@ def client_security(
 
 
 def transport_hint(code: grpc.StatusCode, details: str, tls: bool) -> str:
-    """A hint to add to an UNAVAILABLE error caused by a TLS mismatch ("" when none applies)."""
+    """A hint to add to an UNAVAILABLE error: a TLS mismatch, or nothing listening ("" when
+    none applies)."""
     if code != grpc.StatusCode.UNAVAILABLE:
         return ""
     lowered = details.lower()
@@ -137,6 +138,11 @@ def transport_hint(code: grpc.StatusCode, details: str, tls: bool) -> str:
         return (
             " (the server closed the connection: it may expect TLS; pass --tls-ca CA_FILE"
             f" or set {TLS_CA_ENV})"
+        )
+    if "connection refused" in lowered or "failed to connect to all addresses" in lowered:
+        return (
+            " (nothing answers at that address: start the local stack with `imgsearch up`,"
+            " or give Search's address with --address or IMGSEARCH_ADDRESS)"
         )
     return ""
 

@@ -206,7 +206,9 @@ def test_not_an_image_query(stack_address: str, tmp_path: Path) -> None:
 def test_service_down_exits_3(args: list[str], photo_dir: Path) -> None:
     result = run_cli([*args, "--json"], f"127.0.0.1:{free_port()}")
     assert result.code == 3
-    assert "unavailable" in _one_error_line(result.stderr)
+    line = _one_error_line(result.stderr)
+    assert "unavailable" in line
+    assert "imgsearch up" in line  # what a newcomer who forgot the stack should do
     assert result.stdout == ""
 
 

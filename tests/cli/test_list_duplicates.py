@@ -97,7 +97,8 @@ def test_duplicates_json_table_and_contact_sheet(
         stack_address,
     )
     assert table.code == 0, table.stderr
-    assert re.search(r"1 groups, 2 items in groups; scanned 4 items in \d+\.\d s", table.stdout)
+    summary = r"1 group, 2 items in groups at cosine >= 0\.9; scanned 4 items in \d+\.\d s"
+    assert re.search(summary, table.stdout)
     assert "cli-dup/coffee-copy.jpg" in table.stdout
     html = sheet.read_text()
     assert "group 1: 2 items" in html

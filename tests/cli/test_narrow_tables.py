@@ -58,7 +58,7 @@ def _assert_readable(out: str, ids: list[str], max_lines: int) -> None:
 def test_duplicates_at_80_columns(stack_address: str, narrow_items: list[str]) -> None:
     assert len(narrow_items) == 3
     out = _run_at_80(["duplicates", "--filter", FILTER, "--threshold", "0.9"], stack_address)
-    table = out.split("1 groups, 2 items in groups")[0]
+    table = out.split("1 group, 2 items in groups")[0]
     grouped = [item_id for item_id in narrow_items if item_id in table]
     assert len(grouped) == 2
     _assert_readable(out, grouped, max_lines=16)

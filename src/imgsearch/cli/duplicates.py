@@ -53,7 +53,7 @@ def write_contact_sheet(path: Path, client: Client, found: Duplicates, threshold
             )
         )
     intro = (
-        f"<p>{len(found.groups)} groups of items with cosine similarity at least"
+        f"<p>{_count(len(found.groups), 'group')} of items with cosine similarity at least"
         f" {threshold:g}, among {found.items_scanned} items.</p>"
     )
     page = html_page.render_galleries("imgsearch: near-duplicates", galleries, intro)
@@ -63,9 +63,15 @@ def write_contact_sheet(path: Path, client: Client, found: Duplicates, threshold
         fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_USAGE)
 
 
+def _count(number: int, noun: str) -> str:
+    """`number` and `noun`, plural unless one: "1 group", "2 groups"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _print_groups(found: Duplicates) -> None:
     """One section per group: a heading row, then each member's id (its uri below) and score."""
-    table = compact_table(f"{len(found.groups)} groups of near-duplicates", "id (uri below)")
+    title = f"{_count(len(found.groups), 'group')} of near-duplicates"
+    table = compact_table(title, "id (uri below)")
     table.add_column("best", justify="right", no_wrap=True)
     for number, group in enumerate(found.groups, start=1):
         heading = f"group {number}: {len(group.items)} items, weakest link {group.min_score:.4f}"
@@ -138,8 +144,9 @@ def duplicates_command(
     _print_groups(found)
     in_groups = sum(len(group.items) for group in found.groups)
     _out.print(
-        f"{len(found.groups)} groups, {in_groups} items in groups; scanned"
-        f" {found.items_scanned} items in {found.elapsed_s:.1f} s",
+        f"{_count(len(found.groups), 'group')}, {_count(in_groups, 'item')} in groups"
+        f" at cosine >= {threshold:g}; scanned {_count(found.items_scanned, 'item')}"
+        f" in {found.elapsed_s:.1f} s",
         markup=False,
     )
     if html_file is not None:
