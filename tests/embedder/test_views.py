@@ -184,6 +184,15 @@ def test_a_strokes_fill_is_enclosed_and_an_edge_is_not() -> None:
     assert views._enclosed(band, ~band, 3)[4:7].all()
 
 
+def test_strokes_without_lettering_next_to_them_are_no_caption() -> None:
+    """Light columns with dark ones 3 px away on both sides, grey between: the strokes' fill
+    counts (the outline within _STROKE px), but no light pixel is within _OUTLINE px of a
+    dark one, so there is nothing to paint over: no view (it raised on the empty mask)."""
+    columns = np.tile(np.array([0, 128, 128, 255, 128, 128], np.uint8), 11)[:64]
+    image = Image.fromarray(np.repeat(np.tile(columns, (64, 1))[:, :, None], 3, axis=2))
+    assert views.find_captions(image) is None
+
+
 @pytest.fixture(scope="module")
 async def channel(embedder_server: EmbedderServer):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{embedder_server.port}") as channel:

@@ -535,6 +535,8 @@ def find_captions(image: Image.Image) -> View | None:
     lettering = (light & _grow(dark, _OUTLINE)) | (dark & _grow(light, _OUTLINE))
     mask = _grow(lettering, _COVER)
     rows, cols = np.nonzero(mask)
+    if len(rows) == 0:  # strokes' fill with no extreme within _OUTLINE px: nothing to paint
+        return None
     height, width = mask.shape
     box = (
         float(cols.min() / width),
