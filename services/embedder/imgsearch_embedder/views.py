@@ -483,41 +483,6 @@ def _box_sums_at(
     return sums, (bottom - top) * (right - left)
 
 
-def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    """`mask` dilated by a square of 2 radius + 1 (separable: a band across, then down)."""
-    grown = mask.copy()
-    for shift in range(1, radius + 1):
-        grown[:, shift:] |= mask[:, :-shift]
-        grown[:, :-shift] |= mask[:, shift:]
-    across = grown.copy()
-    for shift in range(1, radius + 1):
-        grown[shift:] |= across[:-shift]
-        grown[:-shift] |= across[shift:]
-    return grown
-
-
-def _paint_over(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """`pixels` (h, w, 3) with `mask`ed ones replaced by the mean of unmasked ones around.
-
-    Normalised box filtering at a fine and a coarse radius: each masked pixel
-    takes the finest whose window is at least 15% unmasked. Window sums come from
-    summed-area tables of the kept pixels and of the mask, read only where masked.
-    """
-    height, width = mask.shape
-    keep = ~mask
-    weights, sums = _integral(keep), _integral(pixels * keep[:, :, None])
-    out = pixels.copy()
-    rows, cols = np.nonzero(mask)
-    for radius in (max(3, width // 40), max(6, height // 6)):
-        weight, area = _box_sums_at(weights, rows, cols, radius)
-        usable = weight > 0.15 * area
-        total, _ = _box_sums_at(sums, rows[usable], cols[usable], radius)
-        mean = total / weight[usable][:, None]
-        out[rows[usable], cols[usable]] = np.clip(mean, 0, 255).astype(np.int16)
-        rows, cols = rows[~usable], cols[~usable]
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
 def _near(mask: np.ndarray, radius: int, axis: int, step: int) -> np.ndarray:
     """Pixels with a `mask` pixel at most `radius` px away in one direction: along `axis`,
     towards higher indices (step 1) or lower ones (step -1)."""
@@ -540,6 +505,34 @@ def _enclosed(inner: np.ndarray, outer: np.ndarray, radius: int) -> np.ndarray:
     across = _near(outer, radius, 1, 1) & _near(outer, radius, 1, -1)
     down = _near(outer, radius, 0, 1) & _near(outer, radius, 0, -1)
     return inner & (across | down)
+
+
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """`mask` dilated by a square of 2 radius + 1 (separable: a band across, then down)."""
+    across = mask | _near(mask, radius, 1, 1) | _near(mask, radius, 1, -1)
+    return across | _near(across, radius, 0, 1) | _near(across, radius, 0, -1)
+
+
+def _paint_over(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`pixels` (h, w, 3) with `mask`ed ones replaced by the mean of unmasked ones around.
+
+    Normalised box filtering at a fine and a coarse radius: each masked pixel
+    takes the finest whose window is at least 15% unmasked. Window sums come from
+    summed-area tables of the kept pixels and of the mask, read only where masked.
+    """
+    height, width = mask.shape
+    keep = ~mask
+    weights, sums = _integral(keep), _integral(pixels * keep[:, :, None])
+    out = pixels.copy()
+    rows, cols = np.nonzero(mask)
+    for radius in (max(3, width // 40), max(6, height // 6)):
+        weight, area = _box_sums_at(weights, rows, cols, radius)
+        usable = weight > 0.15 * area
+        total, _ = _box_sums_at(sums, rows[usable], cols[usable], radius)
+        mean = total / weight[usable][:, None]
+        out[rows[usable], cols[usable]] = np.clip(mean, 0, 255).astype(np.int16)
+        rows, cols = rows[~usable], cols[~usable]
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def find_captions(image: Image.Image) -> View | None:
