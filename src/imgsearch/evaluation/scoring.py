@@ -311,11 +311,12 @@ def duplicate_thresholds(
     copy_scores = np.einsum("ij,ij->i", vectors.queries, indexed[answers])
     kinds = np.array([q.kind for q in data.queries])
     _, source = np.unique([p.source for p in data.indexed], return_inverse=True)
+    same_source = source[:, None] == source[None, :]
     # Pairs within one source (and each picture with itself) never link.
-    similarity = np.where(source[:, None] == source[None, :], -2.0, indexed @ indexed.T)
-    upper = similarity[np.triu_indices(len(indexed), k=1)]
-    different = source[:, None] != source[None, :]
-    pairs_compared = float(np.count_nonzero(different[np.triu_indices(len(indexed), k=1)]))
+    similarity = np.where(same_source, -2.0, indexed @ indexed.T)
+    pairs = np.triu_indices(len(indexed), k=1)
+    upper = similarity[pairs]
+    pairs_compared = float(np.count_nonzero(~same_source[pairs]))
     rows = []
     for threshold in thresholds:
         row: dict[str, float] = {"threshold": float(threshold)}
