@@ -70,3 +70,17 @@ def test_list_at_80_columns(stack_address: str, narrow_items: list[str]) -> None
     out = _run_at_80(["list", "--filter", FILTER], stack_address)
     _assert_readable(out, narrow_items, max_lines=20)
     assert out.count("set=narrow-80") == 3
+
+
+def test_search_at_80_columns(stack_address: str, narrow_items: list[str], photo_dir: Path) -> None:
+    """The hits' ids whole, with their rank and score beside them (the uri below), even
+    when a view of the query found them: it was all id, with blank or '…' columns."""
+    query = photo_dir / "coffee.jpg"
+    out = _run_at_80(["search", str(query), "-k", "3", "--filter", FILTER], stack_address)
+    hits = run_cli(["search", str(query), "-k", "3", "--filter", FILTER, "--json"], stack_address)
+    ranked = [hit["id"] for hit in hits.json()["hits"]]
+    assert sorted(ranked) == sorted(narrow_items)
+    _assert_readable(out, ranked, max_lines=20)  # 3 lines of header, at most 5 a hit
+    for rank, hit in enumerate(hits.json()["hits"], start=1):
+        line = next(line for line in out.splitlines() if line.strip().startswith(hit["id"]))
+        assert line.split()[1:] == [str(rank), f"{hit['score']:.4f}"], out

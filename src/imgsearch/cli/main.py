@@ -40,6 +40,7 @@ from imgsearch.cli.ingest import (
     discover,
     ingest,
 )
+from imgsearch.cli.tables import compact_table, item_cell
 from imgsearch.cli.token import token_app
 from imgsearch.client import (
     ADDRESS_ENV,
@@ -479,25 +480,20 @@ def search_command(
         )
         return
     title = f"{len(result.hits)} hits for {query_name}" + (" (cached)" * result.cached)
-    table = Table(title=Text(title))
-    table.add_column("rank", justify="right")
-    table.add_column("score", justify="right")
-    # Ids (content hashes) are copied into other commands: keep them whole.
-    table.add_column(
-        "id", no_wrap=True, min_width=min(64, max((len(h.id) for h in result.hits), default=2))
-    )
-    table.add_column("uri", overflow="fold")
+    # Ids (content hashes) are copied into other commands: each whole on its line, the uri
+    # (and which view of the query found the hit) below it, so 80 columns are enough.
+    table = compact_table(title, "id (uri below)")
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
     # Hits found through a view of the query (a picture pasted into it, the query
-    # straightened, uncaptioned) say so; the column is left out when every hit is the whole image's.
+    # straightened, uncaptioned) say so; nothing is added when every hit is the whole image's.
     views = any(hit.matched_view for hit in result.hits)
-    if views:
-        table.add_column("found", overflow="fold")
     for rank, hit in enumerate(result.hits, start=1):
-        # Text, not str: ids and uris are data, never rich markup.
-        cells = [str(rank), f"{hit.score:.4f}", Text(hit.id), Text(hit.uri)]
+        cell = item_cell(hit.id, hit.uri)
         if views:
-            cells.append(Text(describe_view(hit.matched_view) or "as your whole image"))
-        table.add_row(*cells)
+            cell.append("\n  ")
+            cell.append(describe_view(hit.matched_view) or "as your whole image", "dim")
+        table.add_row(cell, str(rank), f"{hit.score:.4f}")
     _out.print(table)
     if html_file is not None:
         _out.print(f"wrote {escape_name(html_file)}", markup=False)
